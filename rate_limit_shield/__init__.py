@@ -1,0 +1,38 @@
+"""Rate limits, circuit breakers, bulkheads and retries for code that calls LLM APIs."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .clock import SYSTEM_CLOCK, Clock, SystemClock
+from .errors import (
+    BulkheadFull,
+    CircuitOpen,
+    ConfigError,
+    QuotaExhausted,
+    RateLimited,
+    ShieldError,
+)
+from .outcome import Classifier, DefaultClassifier, Outcome, Verdict
+
+try:
+    __version__ = version("rate-limit-shield")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
+    __version__ = "0.0.0"
+
+__all__ = [
+    "__version__",
+    "Clock",
+    "SystemClock",
+    "SYSTEM_CLOCK",
+    "ShieldError",
+    "RateLimited",
+    "CircuitOpen",
+    "BulkheadFull",
+    "QuotaExhausted",
+    "ConfigError",
+    "Outcome",
+    "Verdict",
+    "Classifier",
+    "DefaultClassifier",
+]

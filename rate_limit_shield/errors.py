@@ -1,0 +1,73 @@
+"""The exceptions the library raises itself.
+
+Every refusal is a `ShieldError` carrying `retry_after` (seconds, or None when unknown) and,
+where there is one, the exception that caused it, so that callers can back off precisely.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ShieldError",
+    "RateLimited",
+    "CircuitOpen",
+    "BulkheadFull",
+    "QuotaExhausted",
+    "ConfigError",
+]
+
+
+class ShieldError(Exception):
+    """Base class of every error the shield raises instead of calling (or re-calling) a function."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        key: str | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.key = key
+        self.cause = cause
+        if cause is not None:
+            self.__cause__ = cause
+
+    def __str__(self) -> str:
+        where = f"[{self.key}] " if self.key else ""
+        hint = f" (retry after {self.retry_after:.3f}s)" if self.retry_after is not None else ""
+        return f"{where}{self.message}{hint}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.message, self.retry_after, self.key))
+
+
+def _rebuild(
+    cls: type[ShieldError], message: str, retry_after: float | None, key: str | None
+) -> ShieldError:
+    return cls(message, retry_after=retry_after, key=key)
+
+
+class RateLimited(ShieldError):
+    """No rate permit within the allowed wait, or the server asked for a longer pause."""
+
+
+class CircuitOpen(ShieldError):
+    """The circuit breaker rejects calls; `retry_after` says when it will let a probe through."""
+
+
+class BulkheadFull(ShieldError):
+    """Too many calls are in flight and no slot freed up within the allowed wait."""
+
+
+class QuotaExhausted(ShieldError):
+    """The provider says the quota or budget is gone: retrying will not help."""
+
+
+class ConfigError(ShieldError, ValueError):
+    """A policy or argument is invalid; the message names the key and the value."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)

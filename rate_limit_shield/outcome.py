@@ -1,0 +1,89 @@
+"""What the outcome of one attempt means.
+
+Four outcomes, not two: SUCCESS; FAILURE (a breaker failure, retried with backoff); THROTTLED
+(429-like: pause and retry after the hint, never a breaker failure); IGNORED, also spelled
+FATAL (the caller's fault or a quota that is gone: raised at once, counted neither way).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+from .errors import QuotaExhausted, RateLimited
+
+__all__ = ["Outcome", "Verdict", "Classifier", "DefaultClassifier", "SUCCESS"]
+
+
+class Outcome(enum.Enum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    THROTTLED = "throttled"
+    IGNORED = "ignored"
+    FATAL = "ignored"  # an alias: fatal errors count exactly like ignored ones
+
+
+class Verdict(NamedTuple):
+    """A classified attempt: its outcome, the server's retry hint, and an error to raise instead."""
+
+    outcome: Outcome
+    retry_after: float | None = None
+    error: BaseException | None = None
+
+
+SUCCESS = Verdict(Outcome.SUCCESS)
+_FAILURE = Verdict(Outcome.FAILURE)
+_IGNORED = Verdict(Outcome.IGNORED)
+
+
+class Classifier(Protocol):
+    """Turns a result or an exception into a `Verdict`."""
+
+    def classify_result(self, result: Any) -> Verdict: ...
+
+    def classify_error(self, error: BaseException) -> Verdict: ...
+
+
+class DefaultClassifier:
+    """Exceptions are FAILURE, results SUCCESS, unless told otherwise.
+
+    `retry_on`: exception types that are failures (others are IGNORED: raised at once).
+    `ignore`: exception types that are never retried nor counted, checked first.
+    `retry_if_result`: a predicate; a result for which it is true is a FAILURE (for example an
+    empty completion); when attempts run out, the last such result is returned.
+    A `RateLimited` from an inner shield is THROTTLED with its hint; `QuotaExhausted` is FATAL.
+    """
+
+    __slots__ = ("retry_on", "ignore", "retry_if_result")
+
+    def __init__(
+        self,
+        *,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
+        retry_if_result: Callable[[Any], bool] | None = None,
+    ) -> None:
+        self.retry_on = retry_on
+        self.ignore = ignore
+        self.retry_if_result = retry_if_result
+
+    def classify_result(self, result: Any) -> Verdict:
+        if self.retry_if_result is not None and self.retry_if_result(result):
+            return _FAILURE
+        return SUCCESS
+
+    def classify_error(self, error: BaseException) -> Verdict:
+        if isinstance(error, self.ignore) or isinstance(error, QuotaExhausted):
+            return _IGNORED
+        if isinstance(error, RateLimited):
+            return Verdict(Outcome.THROTTLED, error.retry_after)
+        if isinstance(error, self.retry_on):
+            return _FAILURE
+        return _IGNORED
+
+    def __repr__(self) -> str:
+        return (
+            f"DefaultClassifier(retry_on={self.retry_on!r}, ignore={self.ignore!r}, "
+            f"retry_if_result={self.retry_if_result!r})"
+        )
