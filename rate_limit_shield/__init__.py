@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .breaker import CircuitBreaker, Permit, State
+from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock, SystemClock
 from .errors import (
     BulkheadFull,
@@ -13,7 +15,11 @@ from .errors import (
     RateLimited,
     ShieldError,
 )
+from .events import Event
+from .limiter import Cost, Limit, Limiter, Reservation, TokenBucket
 from .outcome import Classifier, DefaultClassifier, Outcome, Verdict
+from .retry import RetryBudget, RetryPolicy
+from .shield import Shield
 
 try:
     __version__ = version("rate-limit-shield")
@@ -35,4 +41,17 @@ __all__ = [
     "Verdict",
     "Classifier",
     "DefaultClassifier",
+    "Event",
+    "Limit",
+    "Limiter",
+    "TokenBucket",
+    "Reservation",
+    "Cost",
+    "CircuitBreaker",
+    "State",
+    "Permit",
+    "RetryPolicy",
+    "RetryBudget",
+    "Bulkhead",
+    "Shield",
 ]

@@ -55,7 +55,7 @@ class DefaultClassifier:
     A `RateLimited` from an inner shield is THROTTLED with its hint; `QuotaExhausted` is FATAL.
     """
 
-    __slots__ = ("retry_on", "ignore", "retry_if_result")
+    __slots__ = ("retry_on", "ignore", "retry_if_result", "_never_retried")
 
     def __init__(
         self,
@@ -67,6 +67,8 @@ class DefaultClassifier:
         self.retry_on = retry_on
         self.ignore = ignore
         self.retry_if_result = retry_if_result
+        ignored = ignore if isinstance(ignore, tuple) else (ignore,)
+        self._never_retried: tuple[type[BaseException], ...] = (QuotaExhausted, *ignored)
 
     def classify_result(self, result: Any) -> Verdict:
         if self.retry_if_result is not None and self.retry_if_result(result):
@@ -74,7 +76,7 @@ class DefaultClassifier:
         return SUCCESS
 
     def classify_error(self, error: BaseException) -> Verdict:
-        if isinstance(error, self.ignore) or isinstance(error, QuotaExhausted):
+        if isinstance(error, self._never_retried):
             return _IGNORED
         if isinstance(error, RateLimited):
             return Verdict(Outcome.THROTTLED, error.retry_after)

@@ -1,0 +1,43 @@
+"""What the shield did, for logs, metrics and tests.
+
+A listener is any callable taking an `Event`; the shield calls it synchronously, after every
+decision and outside every lock. With no listener, emitting costs one comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import NamedTuple
+
+from .outcome import Outcome
+
+__all__ = ["Event", "Listener", "RETRY", "GAVE_UP", "REJECTED", "THROTTLED", "SUCCEEDED"]
+
+logger = logging.getLogger("rate_limit_shield")
+
+RETRY = "retry"  # an attempt failed and another follows after `delay`
+GAVE_UP = "gave_up"  # an attempt failed and no other follows; `error` is what is raised
+REJECTED = "rejected"  # the shield refused the call (rate limit, open circuit, full bulkhead)
+THROTTLED = "throttled"  # the server throttled: the key pauses for `delay` seconds
+SUCCEEDED = "succeeded"  # an attempt succeeded after earlier attempts failed
+
+
+class Event(NamedTuple):
+    kind: str
+    key: str
+    attempt: int
+    delay: float | None = None
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+
+
+Listener = Callable[[Event], None]
+
+
+def emit(listener: Listener, event: Event) -> None:
+    """Call a listener; a listener that raises is logged and never breaks a call."""
+    try:
+        listener(event)
+    except Exception:
+        logger.exception("rate_limit_shield: event listener %r raised", listener)

@@ -1,0 +1,446 @@
+"""Rate limits as GCRA token buckets: several limits per key, taken atomically, by reservation.
+
+Each limit keeps a single float, its theoretical arrival time `tat` (GCRA, the virtual-scheduling
+form of a token bucket): with the emission interval `T = per_seconds / amount` and the burst
+tolerance `tau = capacity * T`, a cost `c` moves `tat` to `max(tat, now) + c*T` and may go
+ahead at `tat - tau`. Reserving a future slot instead of refusing is what makes waiters FIFO
+without a queue; a refund is `tat -= c*T`; tokens now are `capacity - (max(tat, now) - now)/T`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from itertools import repeat
+from numbers import Real
+from typing import TypeAlias
+
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import ConfigError, RateLimited
+
+__all__ = ["UNITS", "Cost", "Limit", "Reservation", "Limiter", "TokenBucket"]
+
+UNITS = ("requests", "tokens", "input_tokens", "output_tokens")
+
+Cost: TypeAlias = float | Mapping[str, float]
+"""A number charged to every limit, or an amount per unit (see `Limiter`)."""
+
+_ROUNDING = 1e-9
+"""Seconds of float rounding forgiven, so that a full burst is not refused by its last ulp."""
+
+
+_NUMBERS = (int, float, Real)
+"""Number types, the built-in ones first: `isinstance` then skips the slow ABC for them."""
+
+
+def _number(value: object) -> float:
+    """`value` as a float, or NaN (which every range check refuses) if it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, _NUMBERS):
+        return math.nan
+    return float(value)
+
+
+def _check_positive(name: str, value: object) -> None:
+    if not 0.0 < _number(value) < math.inf:
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _amount(value: object, name: str, unit: str = "") -> float:
+    """A cost amount as a float; refuses bools, negatives, NaN and infinity."""
+    amount = _number(value)
+    if not 0.0 <= amount < math.inf:
+        label = f"{name}[{unit!r}]" if unit else name
+        raise ValueError(f"{label} must be a finite number >= 0, got {value!r}")
+    return amount
+
+
+def _format(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else repr(number)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """`amount` units per `per_seconds`, refilled continuously, holding at most `burst`."""
+
+    amount: float
+    per_seconds: float
+    unit: str = "requests"
+    burst: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive("Limit amount", self.amount)
+        _check_positive("Limit per_seconds", self.per_seconds)
+        if self.unit not in UNITS:
+            raise ConfigError(f"Limit unit must be one of {UNITS}, got {self.unit!r}")
+        if self.burst is not None:
+            _check_positive("Limit burst", self.burst)
+
+    @property
+    def capacity(self) -> float:
+        """The most that can be taken at once: `burst`, or the whole amount by default."""
+        return self.amount if self.burst is None else self.burst
+
+    @property
+    def rate(self) -> float:
+        """Units regained per second."""
+        return self.amount / self.per_seconds
+
+    def __str__(self) -> str:
+        label = f"{_format(self.amount)}/{_format(self.per_seconds)}s {self.unit}"
+        return label if self.burst is None else f"{label} burst {_format(self.burst)}"
+
+
+class Reservation:
+    """A granted permit: when its holder may go, and what it charged, to give back at most once."""
+
+    __slots__ = ("_increments", "_limiter", "delay", "ready_at")
+
+    def __init__(
+        self, limiter: Limiter, ready_at: float, delay: float, increments: float | tuple[float, ...]
+    ) -> None:
+        self.ready_at = ready_at
+        self.delay = delay
+        self._limiter = limiter
+        # Seconds each limit's schedule moved (one float for a one-limit limiter); None once
+        # cancelled or settled, which is what makes both happen at most once.
+        self._increments: float | tuple[float, ...] | None = increments
+
+    def __repr__(self) -> str:
+        state = "done" if self._increments is None else "open"
+        return f"Reservation(ready_at={self.ready_at!r}, delay={self.delay!r}, {state})"
+
+
+class Limiter:
+    """Several limits on one key, taken all or none, by reservation in arrival order.
+
+    A number cost is charged to every limit; a mapping charges each limit the amount of its unit
+    (a missing unit is 0, except that "tokens" defaults to input_tokens + output_tokens).
+    A limit in debt (a settle above the estimate) holds back every request until it is repaid,
+    even one that charges it nothing. Only the drivers `acquire` and `aacquire` wait.
+    """
+
+    __slots__ = (
+        "_capacities",
+        "_clock",
+        "_fast_capacity",
+        "_fast_interval",
+        "_fast_tau",
+        "_intervals",
+        "_lock",
+        "_min_capacity",
+        "_monotonic",
+        "_paused_until",
+        "_tats",
+        "_taus",
+        "_units",
+        "limits",
+        "name",
+    )
+
+    def __init__(
+        self, limits: Iterable[Limit], *, clock: Clock | None = None, name: str = ""
+    ) -> None:
+        self.limits = tuple(limits)
+        if not self.limits:
+            raise ConfigError("limits must hold at least one Limit, got none")
+        for limit in self.limits:
+            if not isinstance(limit, Limit):
+                raise ConfigError(f"limits must hold Limit objects, got {limit!r}")
+        if len(set(self.limits)) != len(self.limits):
+            raise ConfigError(f"limits must not repeat a limit, got {list(self.limits)!r}")
+        self.name = name
+        self._clock = clock if clock is not None else SYSTEM_CLOCK
+        self._monotonic: Callable[[], float] = self._clock.monotonic
+        self._lock = threading.Lock()
+        self._intervals = tuple(limit.per_seconds / limit.amount for limit in self.limits)
+        self._capacities = tuple(float(limit.capacity) for limit in self.limits)
+        self._min_capacity = min(self._capacities)
+        self._taus = tuple(
+            capacity * interval
+            for capacity, interval in zip(self._capacities, self._intervals, strict=True)
+        )
+        self._units = tuple(limit.unit for limit in self.limits)
+        self._tats = [-math.inf] * len(self.limits)  # at or before now: the bucket starts full
+        self._paused_until = -math.inf
+        # One limit and a plain number cost take the fast path; -1 closes it for several limits.
+        self._fast_capacity = self._capacities[0] if len(self.limits) == 1 else -1.0
+        self._fast_interval = self._intervals[0]
+        self._fast_tau = self._taus[0]
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def try_acquire(self, cost: Cost = 1) -> bool:
+        """Take `cost` now from every limit, or take nothing and return False. Never waits."""
+        if (type(cost) is int or type(cost) is float) and 0 <= cost <= self._fast_capacity:
+            increment = cost * self._fast_interval
+            with self._lock:
+                now = self._monotonic()
+                tats = self._tats
+                tat = tats[0]
+                if tat < now:
+                    tat = now
+                tat += increment
+                if tat - now - self._fast_tau > _ROUNDING or now < self._paused_until:
+                    return False
+                tats[0] = tat
+                return True
+        increments = self._increments(cost)
+        with self._lock:
+            tats, wait = self._plan(increments, self._monotonic())
+            if wait > _ROUNDING:
+                return False
+            self._tats = tats
+            return True
+
+    def reserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
+        """Commit `cost` on every limit if the wait for it is at most `max_wait`.
+
+        Otherwise nothing changes and `RateLimited(retry_after=<that wait>)` is raised; a
+        negative `max_wait` (a deadline already past) refuses even an immediate permit.
+        Later reservations are never ready before earlier ones.
+        """
+        if (
+            (type(cost) is int or type(cost) is float)
+            and 0 <= cost <= self._fast_capacity
+            and max_wait >= 0.0
+        ):
+            increment = cost * self._fast_interval
+            with self._lock:
+                now = self._monotonic()
+                tats = self._tats
+                tat = tats[0]
+                if tat < now:
+                    tat = now
+                tat += increment
+                wait = tat - now - self._fast_tau
+                if wait <= _ROUNDING and now >= self._paused_until:
+                    tats[0] = tat
+                    return Reservation(self, now, 0.0, increment)
+                paused = self._paused_until - now
+                if paused > wait:
+                    wait = paused
+                if wait <= max_wait:
+                    tats[0] = tat
+                    return Reservation(self, now + wait, wait, increment)
+            raise self._refusal(wait)
+        if max_wait != max_wait:
+            raise ValueError(f"max_wait must be a number of seconds, got {max_wait!r}")
+        increments = self._increments(cost)
+        with self._lock:
+            now = self._monotonic()
+            tats, wait = self._plan(increments, now)
+            if wait <= _ROUNDING:
+                wait = 0.0
+            granted = wait <= max_wait
+            if granted:
+                self._tats = tats
+        if not granted:
+            raise self._refusal(wait)
+        return Reservation(self, now + wait, wait, increments)
+
+    def cancel(self, reservation: Reservation) -> None:
+        """Give back all that `reservation` charged; nothing if it was cancelled or settled."""
+        self._finish(reservation, repeat(0.0))
+
+    def settle(self, reservation: Reservation, actual: Cost) -> None:
+        """Replace the reserved cost by the `actual` one: refund the excess, or charge the debt.
+
+        `actual` may exceed a limit's capacity (the estimate was too low). Only the first
+        settle or cancel of a reservation counts.
+        """
+        self._finish(reservation, self._increments(actual, name="actual", check_capacity=False))
+
+    def wait_time(self, cost: Cost = 1) -> float:
+        """Seconds until `cost` could be taken on every limit (0.0 if now); reserves nothing."""
+        increments = self._increments(cost)
+        with self._lock:
+            wait = self._plan(increments, self._monotonic())[1]
+        return wait if wait > _ROUNDING else 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Let nobody proceed before `seconds` from now (a server's Retry-After), on every limit.
+
+        A longer pause already running is kept. Reservations made meanwhile are ready after it.
+        """
+        seconds = _amount(seconds, "seconds")
+        with self._lock:
+            until = self._monotonic() + seconds
+            if until > self._paused_until:
+                self._paused_until = until
+
+    # -- drivers ---------------------------------------------------------------------------
+
+    def acquire(self, cost: Cost = 1, timeout: float | None = None) -> Reservation:
+        """Reserve `cost`, waiting at most `timeout` seconds (None: as long as needed), and sleep.
+
+        Raises `RateLimited` at once if the wait would be longer (or `timeout` is negative). If
+        the sleep is interrupted (KeyboardInterrupt, a signal...), the reservation is cancelled.
+        """
+        reservation = self.reserve(cost, _max_wait(timeout))
+        if reservation.delay > 0.0:
+            try:
+                self._clock.sleep(reservation.delay)
+            except BaseException:
+                self.cancel(reservation)
+                raise
+        return reservation
+
+    async def aacquire(self, cost: Cost = 1, timeout: float | None = None) -> Reservation:
+        """`acquire` for asyncio: awaits instead of sleeping; cancellation gives the tokens back."""
+        reservation = self.reserve(cost, _max_wait(timeout))
+        if reservation.delay > 0.0:
+            try:
+                await self._clock.asleep(reservation.delay)
+            except BaseException:
+                self.cancel(reservation)
+                raise
+        return reservation
+
+    # -- observation -----------------------------------------------------------------------
+
+    @property
+    def available(self) -> float:
+        """Tokens that could be taken now from the first limit (never below 0)."""
+        return max(0.0, self._tokens()[0])
+
+    def levels(self) -> dict[str, float]:
+        """Tokens left on each limit, by label; negative while reservations wait or after debt."""
+        return dict(zip(map(str, self.limits), self._tokens(), strict=True))
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of the current pause (0.0 when none)."""
+        with self._lock:
+            left = self._paused_until - self._monotonic()
+        return left if left > 0.0 else 0.0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self.limits)!r}, name={self.name!r})"
+
+    # -- arithmetic shared by the decisions --------------------------------------------------
+
+    def _increments(
+        self, cost: Cost, *, name: str = "cost", check_capacity: bool = True
+    ) -> tuple[float, ...]:
+        """Validate `cost` and turn it into the seconds it moves each limit's schedule by."""
+        if type(cost) is int or type(cost) is float or not isinstance(cost, Mapping):
+            amount = _amount(cost, name)
+            amounts = [amount] * len(self._intervals)
+            too_big = check_capacity and amount > self._min_capacity
+        else:
+            by_unit = _by_unit(name, cost)
+            amounts = [by_unit[unit] for unit in self._units]
+            too_big = check_capacity and any(map(operator.gt, amounts, self._capacities))
+        if too_big:
+            limit = next(
+                limit
+                for limit, amount in zip(self.limits, amounts, strict=True)
+                if amount > limit.capacity
+            )
+            raise ValueError(
+                f"{name} {cost!r} exceeds the capacity of limit {limit} and could never be granted"
+            )
+        return tuple(map(operator.mul, amounts, self._intervals))
+
+    def _tokens(self) -> list[float]:
+        with self._lock:
+            now = self._monotonic()
+            tats = tuple(self._tats)
+        return [
+            capacity - (max(tat, now) - now) / interval
+            for capacity, interval, tat in zip(self._capacities, self._intervals, tats, strict=True)
+        ]
+
+    def _plan(self, increments: tuple[float, ...], now: float) -> tuple[list[float], float]:
+        """The limits' next `tat`s if `increments` were taken now, and the wait before it may go."""
+        tats = self._tats[:]
+        taus = self._taus
+        ready = self._paused_until
+        for index, increment in enumerate(increments):
+            tat = tats[index]
+            tats[index] = tat = (tat if tat > now else now) + increment
+            if tat - taus[index] > ready:
+                ready = tat - taus[index]
+        return tats, ready - now
+
+    def _finish(self, reservation: Reservation, actual: Iterable[float]) -> None:
+        """Settle `reservation` at `actual` once: refund what it over-charged, charge the rest."""
+        if reservation._limiter is not self:
+            raise ValueError(f"{reservation!r} was not made by {self!r}")
+        with self._lock:
+            reserved = reservation._increments
+            if reserved is None:
+                return
+            reservation._increments = None
+            if not isinstance(reserved, tuple):
+                reserved = (reserved,)
+            now = self._monotonic()
+            tats = self._tats
+            for index, (was, now_is) in enumerate(zip(reserved, actual, strict=False)):
+                change = now_is - was
+                if change < 0.0:
+                    tats[index] += change  # max(tat, now) keeps the level within capacity
+                elif change > 0.0:
+                    tats[index] = max(tats[index], now) + change
+
+    def _refusal(self, wait: float) -> RateLimited:
+        return RateLimited(
+            f"no rate permit within the allowed wait ({self!r})", retry_after=wait, key=self.name
+        )
+
+
+def _by_unit(name: str, cost: Mapping[str, float]) -> dict[str, float]:
+    """Amounts for every unit from a mapping cost; "tokens" defaults to input + output."""
+    by_unit = dict.fromkeys(UNITS, 0.0)
+    for unit, value in cost.items():
+        if unit not in by_unit:
+            raise ValueError(f"{name} has unknown unit {unit!r}; units are {UNITS}")
+        by_unit[unit] = _amount(value, name, unit)
+    if "tokens" not in cost:
+        by_unit["tokens"] = by_unit["input_tokens"] + by_unit["output_tokens"]
+    return by_unit
+
+
+def _max_wait(timeout: float | None) -> float:
+    if timeout is None:
+        return math.inf
+    if timeout != timeout:
+        raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    return timeout
+
+
+class TokenBucket(Limiter):
+    """The seed's bucket: `capacity` tokens, refilled at `refill_rate` tokens per second."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        capacity: float,
+        refill_rate: float,
+        *,
+        clock: Clock | None = None,
+        name: str = "",
+    ) -> None:
+        _check_positive("capacity", capacity)
+        _check_positive("refill_rate", refill_rate)
+        super().__init__([Limit(refill_rate, 1.0, burst=capacity)], clock=clock, name=name)
+
+    @property
+    def capacity(self) -> float:
+        """The seed's name for the burst size."""
+        return self.limits[0].capacity
+
+    @property
+    def refill_rate(self) -> float:
+        """The seed's name for the rate, in tokens per second."""
+        return self.limits[0].rate
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenBucket(capacity={self.capacity!r}, refill_rate={self.refill_rate!r}, "
+            f"name={self.name!r})"
+        )

@@ -1,0 +1,373 @@
+"""One pipeline per call: retry, breaker, rate limit, bulkhead and classifier, in that order.
+
+The primitives decide; `Shield.call` and `Shield.acall` are two thin driver loops over the same
+decisions (`_admit`, `_after_success`, `_after_attempt`, `_abandon`), the one sleeping, the other
+awaiting. Per attempt: breaker permission, rate permit (may wait, at most `max_wait` and never
+past the deadline), bulkhead slot (held only while the call is in flight), the call, then the
+verdict: breaker record, limiter settle or pause, events, and the retry decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+from .breaker import CircuitBreaker, Permit
+from .bulkhead import Bulkhead
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import CircuitOpen, RateLimited, ShieldError
+from .events import GAVE_UP, REJECTED, RETRY, SUCCEEDED, THROTTLED, Event, Listener, emit
+from .limiter import Cost, Limiter, Reservation
+from .outcome import SUCCESS, Classifier, DefaultClassifier, Outcome, Verdict
+from .retry import RetryBudget, RetryPolicy
+
+__all__ = ["Shield"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+_SUCCESS = Outcome.SUCCESS
+_IGNORED = Outcome.IGNORED
+_THROTTLED = Outcome.THROTTLED
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    add_note = getattr(error, "add_note", None)  # Python >= 3.11
+    if add_note is not None:
+        add_note(note)
+
+
+class Shield:
+    """Calls a function through a limiter, a breaker, a bulkhead and a retry policy.
+
+    Every part is optional. `cost` computes a call's rate cost from its arguments (default 1);
+    `usage` reads the real cost from a result so the limiter can refund or charge the difference.
+    `timeout` is a deadline for the whole call, retries and waits included; `max_wait` bounds
+    each wait for a rate permit. A call returns the function's result, or raises its last
+    exception (with a note of the attempts made), or a `ShieldError`.
+    """
+
+    __slots__ = (
+        "limiter",
+        "breaker",
+        "retry",
+        "bulkhead",
+        "classifier",
+        "budget",
+        "timeout",
+        "max_wait",
+        "cost",
+        "usage",
+        "name",
+        "on_event",
+        "_clock",
+    )
+
+    def __init__(
+        self,
+        bucket: Limiter | None = None,
+        breaker: CircuitBreaker | None = None,
+        retry: RetryPolicy | None = None,
+        *,
+        bulkhead: Bulkhead | None = None,
+        classifier: Classifier | None = None,
+        budget: RetryBudget | None = None,
+        timeout: float | None = None,
+        max_wait: float = 60.0,
+        cost: Callable[..., Cost] | None = None,
+        usage: Callable[[Any], Cost | None] | None = None,
+        clock: Clock | None = None,
+        name: str = "",
+        on_event: Listener | None = None,
+    ) -> None:
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+        if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) or not (
+            max_wait >= 0
+        ):
+            raise ValueError(f"max_wait must be a number of seconds >= 0, got {max_wait!r}")
+        self.limiter = bucket
+        self.breaker = breaker
+        self.retry = retry
+        self.bulkhead = bulkhead
+        self.classifier: Classifier = classifier if classifier is not None else DefaultClassifier()
+        self.budget = budget
+        self.timeout = timeout
+        self.max_wait = float(max_wait)
+        self.cost = cost
+        self.usage = usage
+        self.name = name
+        self.on_event = on_event
+        self._clock = clock if clock is not None else SYSTEM_CLOCK
+
+    @property
+    def bucket(self) -> Limiter | None:
+        """The seed's name for the limiter."""
+        return self.limiter
+
+    # -- the two drivers -------------------------------------------------------------------
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call `fn(*args, **kwargs)` through the shield, waiting by sleeping."""
+        clock = self._clock
+        deadline, cost = self._start(args, kwargs)
+        bulkhead = self.bulkhead
+        attempt = 0
+        delay: float | None = None
+        error: BaseException | None = None
+        while True:
+            attempt += 1
+            permit, reservation = self._admit(cost, deadline, attempt, error)
+            try:
+                if reservation is not None and reservation.delay > 0.0:
+                    clock.sleep(reservation.delay)
+                if bulkhead is not None and not bulkhead.try_acquire():
+                    bulkhead.acquire(self._slot_wait(deadline))
+            except BaseException:
+                self._abandon(permit, reservation)
+                raise
+            started = clock.monotonic()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                error = exc
+                verdict = self.classifier.classify_error(exc)
+            except BaseException:
+                self._abandon(permit, reservation)
+                raise
+            else:
+                error = None
+                verdict = self.classifier.classify_result(result)
+                if verdict is SUCCESS:
+                    self._after_success(permit, reservation, result, started, attempt)
+                    return result
+            finally:
+                if bulkhead is not None:
+                    bulkhead.release()
+            delay = self._after_attempt(
+                verdict, error, permit, reservation, started, attempt, deadline, delay
+            )
+            if delay is None:
+                if error is None:
+                    return result
+                raise error
+            if delay > 0.0:
+                clock.sleep(delay)
+
+    async def acall(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Await `fn(*args, **kwargs)` through the shield, waiting by awaiting.
+
+        With a `timeout`, each attempt is also cut off at the deadline.
+        """
+        clock = self._clock
+        deadline, cost = self._start(args, kwargs)
+        bulkhead = self.bulkhead
+        attempt = 0
+        delay: float | None = None
+        error: BaseException | None = None
+        while True:
+            attempt += 1
+            permit, reservation = self._admit(cost, deadline, attempt, error)
+            try:
+                if reservation is not None and reservation.delay > 0.0:
+                    await clock.asleep(reservation.delay)
+                if bulkhead is not None and not bulkhead.try_acquire():
+                    await bulkhead.aacquire(self._slot_wait(deadline))
+            except BaseException:
+                self._abandon(permit, reservation)
+                raise
+            started = clock.monotonic()
+            try:
+                if deadline == math.inf:
+                    result = await fn(*args, **kwargs)
+                else:
+                    result = await asyncio.wait_for(fn(*args, **kwargs), deadline - started)
+            except Exception as exc:
+                error = exc
+                verdict = self.classifier.classify_error(exc)
+            except BaseException:
+                self._abandon(permit, reservation)
+                raise
+            else:
+                error = None
+                verdict = self.classifier.classify_result(result)
+                if verdict is SUCCESS:
+                    self._after_success(permit, reservation, result, started, attempt)
+                    return result
+            finally:
+                if bulkhead is not None:
+                    bulkhead.release()
+            delay = self._after_attempt(
+                verdict, error, permit, reservation, started, attempt, deadline, delay
+            )
+            if delay is None:
+                if error is None:
+                    return result
+                raise error
+            if delay > 0.0:
+                await clock.asleep(delay)
+
+    # -- the decisions both drivers share --------------------------------------------------
+
+    def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float, Cost]:
+        deadline = math.inf if self.timeout is None else self._clock.monotonic() + self.timeout
+        cost = 1 if self.cost is None else self.cost(*args, **kwargs)
+        if self.budget is not None:
+            self.budget.record_call()
+        return deadline, cost
+
+    def _admit(
+        self, cost: Cost, deadline: float, attempt: int, last_error: BaseException | None
+    ) -> tuple[Permit | None, Reservation | None]:
+        """Breaker permission, then a rate permit; raises the refusal as a `ShieldError`."""
+        breaker = self.breaker
+        limiter = self.limiter
+        permit = None
+        try:
+            if breaker is not None:
+                permit = breaker.acquire()
+            if limiter is None:
+                return permit, None
+            max_wait = self.max_wait
+            if deadline != math.inf:
+                max_wait = min(max_wait, deadline - self._clock.monotonic())
+            return permit, limiter.reserve(cost, max_wait)
+        except ShieldError as refusal:
+            if permit is not None and breaker is not None:
+                breaker.release(permit)
+            if last_error is not None and refusal.cause is None:
+                refusal.cause = refusal.__cause__ = last_error
+            self._emit(REJECTED, attempt, refusal.retry_after, None, refusal)
+            raise
+
+    def _slot_wait(self, deadline: float) -> float | None:
+        if deadline == math.inf:
+            return None
+        assert self.bulkhead is not None
+        return max(0.0, min(self.bulkhead.max_wait, deadline - self._clock.monotonic()))
+
+    def _abandon(self, permit: Permit | None, reservation: Reservation | None) -> None:
+        """The attempt never completed (cancelled or refused): give back what it holds."""
+        if permit is not None and self.breaker is not None:
+            self.breaker.release(permit)
+        if reservation is not None and self.limiter is not None:
+            self.limiter.cancel(reservation)
+
+    def _after_success(
+        self,
+        permit: Permit | None,
+        reservation: Reservation | None,
+        result: Any,
+        started: float,
+        attempt: int,
+    ) -> None:
+        if permit is not None and self.breaker is not None:
+            self.breaker.record(permit, _SUCCESS, self._clock.monotonic() - started)
+        if self.usage is not None and reservation is not None and self.limiter is not None:
+            actual = self.usage(result)
+            if actual is not None:
+                self.limiter.settle(reservation, actual)
+        if attempt > 1:
+            self._emit(SUCCEEDED, attempt, None, _SUCCESS, None)
+
+    def _after_attempt(
+        self,
+        verdict: Verdict,
+        error: BaseException | None,
+        permit: Permit | None,
+        reservation: Reservation | None,
+        started: float,
+        attempt: int,
+        deadline: float,
+        previous: float | None,
+    ) -> float | None:
+        """Record a failed, throttled or ignored attempt and decide what comes next.
+
+        Returns the delay before the next attempt, or None to give up: the driver then raises
+        `error` (noted here) or, for a rejected result, returns it. Raises the error the verdict
+        names instead, or `RateLimited` when the server's hint outlasts the deadline.
+        """
+        now = self._clock.monotonic()
+        outcome, hint, replacement = verdict
+        if permit is not None and self.breaker is not None:
+            self.breaker.record(permit, outcome, now - started)
+        if outcome is _THROTTLED and hint is not None and self.limiter is not None:
+            self.limiter.pause(hint)
+            self._emit(THROTTLED, attempt, hint, outcome, error)
+        if replacement is not None:
+            self._emit(GAVE_UP, attempt, None, outcome, replacement)
+            raise replacement from error
+        if outcome is _IGNORED:
+            return None
+        retry = self.retry
+        if retry is None or attempt >= retry.max_attempts:
+            self._give_up(error, attempt, outcome, "attempts used up")
+            return None
+        time_left = deadline - now
+        if hint is not None and hint > time_left:
+            raise self._refuse(
+                RateLimited(
+                    f"the server asked for {hint:.3f}s, more than the {time_left:.3f}s left",
+                    retry_after=hint,
+                    key=self.name or None,
+                    cause=error,
+                ),
+                attempt,
+                outcome,
+            )
+        delay = retry.next_delay(attempt, previous, hint, time_left)
+        if delay is None:
+            self._give_up(error, attempt, outcome, "deadline reached")
+            return None
+        if self.breaker is not None:
+            open_for = self.breaker.retry_after
+            if open_for is None or open_for > delay:
+                raise self._refuse(
+                    CircuitOpen(
+                        f"the circuit opened after {attempt} attempt(s)",
+                        retry_after=open_for,
+                        key=self.name or None,
+                        cause=error,
+                    ),
+                    attempt,
+                    outcome,
+                )
+        if self.budget is not None and not self.budget.try_spend():
+            self._give_up(error, attempt, outcome, "retry budget exhausted")
+            return None
+        self._emit(RETRY, attempt, delay, outcome, error)
+        return delay
+
+    def _give_up(
+        self, error: BaseException | None, attempt: int, outcome: Outcome, reason: str
+    ) -> None:
+        """No further attempt: note why on the error the driver will raise."""
+        if error is not None:
+            _add_note(error, f"rate-limit-shield: gave up after {attempt} attempt(s): {reason}")
+        self._emit(GAVE_UP, attempt, None, outcome, error)
+
+    def _refuse(self, refusal: ShieldError, attempt: int, outcome: Outcome) -> ShieldError:
+        """Stop retrying with a `ShieldError` instead of the function's own error."""
+        self._emit(GAVE_UP, attempt, None, outcome, refusal)
+        return refusal
+
+    def _emit(
+        self,
+        kind: str,
+        attempt: int,
+        delay: float | None,
+        outcome: Outcome | None,
+        error: BaseException | None,
+    ) -> None:
+        if self.on_event is not None:
+            emit(self.on_event, Event(kind, self.name, attempt, delay, outcome, error))
+
+    def __repr__(self) -> str:
+        return (
+            f"Shield(name={self.name!r}, limiter={self.limiter!r}, breaker={self.breaker!r}, "
+            f"retry={self.retry!r}, bulkhead={self.bulkhead!r})"
+        )

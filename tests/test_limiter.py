@@ -1,0 +1,602 @@
+"""The GCRA limiter: refill, atomic multi-limit, FIFO reservations, cancel/settle, pause, input."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import threading
+import time
+
+import pytest
+from freezegun import freeze_time
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rate_limit_shield.errors import ConfigError, RateLimited
+from rate_limit_shield.limiter import Limit, Limiter, Reservation, TokenBucket
+from rate_limit_shield.testing import FakeClock
+
+approx = pytest.approx
+
+
+def bucket(capacity: float = 10, rate: float = 1, clock: FakeClock | None = None) -> TokenBucket:
+    return TokenBucket(capacity, rate, clock=clock or FakeClock(), name="test")
+
+
+def requests_and_tokens(clock: FakeClock) -> Limiter:
+    """10 requests and 1000 tokens per minute."""
+    return Limiter([Limit(10, 60), Limit(1000, 60, "tokens")], clock=clock, name="gpt")
+
+
+def test_limit_capacity_rate_and_label() -> None:
+    assert Limit(60, 60).capacity == 60
+    assert Limit(60, 60).rate == 1.0
+    assert Limit(60, 60).unit == "requests"
+    assert Limit(100, 10, burst=5).capacity == 5
+    assert str(Limit(30_000, 60, "tokens")) == "30000/60s tokens"
+    assert str(Limit(0.5, 1, burst=2)) == "0.5/1s requests burst 2"
+
+
+# -- the seed's API -------------------------------------------------------------------------
+
+
+def test_token_bucket_seed_api() -> None:
+    clock = FakeClock()
+    seed = TokenBucket(10, 1, clock=clock)
+    assert (seed.capacity, seed.refill_rate) == (10, 1)
+    assert seed.available == 10
+    assert [seed.try_acquire() for _ in range(11)] == [True] * 10 + [False]
+    assert seed.available == 0
+    assert seed.wait_time() == approx(1.0)
+    assert seed.wait_time(4) == approx(4.0)
+    clock.advance(0.5)
+    assert seed.available == approx(0.5)
+    assert not seed.try_acquire()
+    clock.advance(0.5)
+    assert seed.wait_time() == 0.0
+    assert seed.try_acquire()
+
+
+def test_token_bucket_with_the_system_clock() -> None:
+    assert TokenBucket(10, 1).try_acquire()
+
+
+# -- refill arithmetic ------------------------------------------------------------------------
+
+
+def test_refills_continuously_up_to_capacity() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(60, 60)], clock=clock)
+    assert limiter.try_acquire(60)
+    assert limiter.available == 0
+    clock.advance(30)
+    assert limiter.available == approx(30)
+    clock.advance(1000)
+    assert limiter.available == 60
+    assert limiter.levels() == {"60/60s requests": 60}
+
+
+def test_burst_caps_what_accumulates_not_the_rate() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(100, 10, burst=5)], clock=clock)  # 10/s, at most 5 at once
+    assert [limiter.try_acquire() for _ in range(6)] == [True] * 5 + [False]
+    clock.advance(0.1)
+    assert limiter.available == approx(1.0)
+    assert limiter.try_acquire()
+    clock.advance(60)
+    assert limiter.available == 5
+
+
+def test_fractional_costs() -> None:
+    clock = FakeClock()
+    limiter = bucket(1, 1, clock)
+    assert limiter.try_acquire(0.5)
+    assert limiter.try_acquire(0.5)
+    assert not limiter.try_acquire(0.25)
+    clock.advance(0.25)
+    assert limiter.try_acquire(0.25)
+
+
+def test_a_whole_burst_survives_float_rounding() -> None:
+    clock = FakeClock(start=12345.678)
+    limiter = Limiter([Limit(10, 1)], clock=clock)  # T = 0.1, not exact in binary
+    for _ in range(5):
+        assert [limiter.try_acquire() for _ in range(11)] == [True] * 10 + [False]
+        clock.advance(1.0)
+
+
+# -- several limits, taken atomically ---------------------------------------------------------
+
+
+def test_a_refusal_by_one_limit_charges_none() -> None:
+    clock = FakeClock()
+    limiter = requests_and_tokens(clock)
+    cost = {"requests": 1, "tokens": 600}
+    assert limiter.try_acquire(cost)
+    assert not limiter.try_acquire(cost)  # only 400 tokens left
+    assert limiter.levels() == {"10/60s requests": 9, "1000/60s tokens": 400}
+    with pytest.raises(RateLimited):
+        limiter.reserve(cost, max_wait=0)
+    assert limiter.levels() == {"10/60s requests": 9, "1000/60s tokens": 400}
+
+
+def test_a_number_cost_is_charged_to_every_limit() -> None:
+    limiter = requests_and_tokens(FakeClock())
+    assert limiter.try_acquire(5)
+    assert limiter.levels() == {"10/60s requests": 5, "1000/60s tokens": 995}
+
+
+def test_mapping_costs_by_unit() -> None:
+    clock = FakeClock()
+    units = ["tokens", "input_tokens", "output_tokens"]
+    limits = [Limit(100, 60, unit) for unit in units] + [Limit(10, 60)]
+    limiter = Limiter(limits, clock=clock)
+    assert limiter.try_acquire({"input_tokens": 30, "output_tokens": 20})
+    # "tokens" defaults to input + output; "requests" is missing, so 0.
+    assert list(limiter.levels().values()) == [50, 70, 80, 10]
+    assert limiter.try_acquire({"tokens": 5, "input_tokens": 30, "requests": 1})
+    assert list(limiter.levels().values()) == [45, 40, 80, 9]
+
+
+def test_every_limit_gates_the_wait() -> None:
+    clock = FakeClock()
+    limiter = requests_and_tokens(clock)
+    assert limiter.try_acquire({"requests": 1, "tokens": 1000})
+    # Requests are plentiful, tokens come back at 1000/60 per second.
+    assert limiter.wait_time({"requests": 1, "tokens": 100}) == approx(6.0)
+    reservation = limiter.reserve({"requests": 1, "tokens": 100})
+    assert reservation.delay == approx(6.0)
+    assert reservation.ready_at == approx(6.0)
+
+
+# -- FIFO reservations --------------------------------------------------------------------------
+
+
+def test_a_big_request_queued_first_is_not_overtaken() -> None:
+    clock = FakeClock()
+    limiter = bucket(10, 1, clock)
+    assert limiter.try_acquire(8)
+    big = limiter.reserve(10)
+    assert big.delay == approx(8.0)  # needs 10, has 2
+    assert not limiter.try_acquire(1)  # 2 tokens are there, but promised to `big`
+    small = limiter.reserve(1)
+    assert small.ready_at == approx(9.0) and small.ready_at > big.ready_at
+    assert limiter.available == 0
+    assert limiter.levels()["1/1s requests burst 10"] == approx(-9)
+    assert clock.sleeps == []  # the primitive never waits itself
+
+
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("reserve"), st.integers(1, 10), st.integers(0, 300)),
+            st.tuples(st.just("advance"), st.floats(0, 30), st.just(0)),
+        ),
+        max_size=40,
+    )
+)
+def test_reservations_are_ready_in_arrival_order(steps: list[tuple[str, float, int]]) -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(10, 60), Limit(300, 60, "tokens", burst=100)], clock=clock)
+    ready = [-math.inf]
+    for action, value, tokens in steps:
+        if action == "advance":
+            clock.advance(value)
+            continue
+        cost = {"requests": value, "tokens": min(tokens, 100)}
+        reservation = limiter.reserve(cost)
+        assert reservation.ready_at >= ready[-1] - 1e-9
+        assert reservation.ready_at >= clock.monotonic()
+        assert reservation.delay == approx(reservation.ready_at - clock.monotonic(), abs=1e-9)
+        ready.append(reservation.ready_at)
+
+
+def test_asyncio_tasks_are_spaced_by_the_rate_in_arrival_order() -> None:
+    clock = FakeClock()
+    limiter = bucket(1, 1, clock)
+
+    async def main() -> list[Reservation]:
+        return await asyncio.gather(*(limiter.aacquire() for _ in range(5)))
+
+    reservations = asyncio.run(main())
+    ready = [reservation.ready_at for reservation in reservations]
+    assert all(later - earlier >= 1.0 - 1e-9 for earlier, later in itertools.pairwise(ready))
+    assert len(clock.sleeps) == 4  # the first went at once
+
+
+# -- timeouts ---------------------------------------------------------------------------------
+
+
+def test_timeout_raises_rate_limited_with_the_wait_and_charges_nothing() -> None:
+    clock = FakeClock()
+    limiter = bucket(10, 1, clock)
+    assert limiter.try_acquire(10)
+    with pytest.raises(RateLimited) as refused:
+        limiter.acquire(3, timeout=2)
+    assert refused.value.retry_after == approx(3.0)
+    assert refused.value.key == "test"
+    with pytest.raises(RateLimited):
+        limiter.reserve(3, max_wait=2.5)
+    assert clock.sleeps == []
+    clock.advance(1)
+    assert limiter.available == approx(1.0)  # nothing was charged by the refusals
+    reservation = limiter.acquire(3, timeout=2)  # now the wait is exactly 2
+    assert clock.sleeps == [approx(2.0)]
+    assert reservation.ready_at == approx(3.0)
+    assert limiter.available == 0
+
+
+def test_async_timeout_raises_rate_limited() -> None:
+    clock = FakeClock()
+    limiter = bucket(10, 1, clock)
+    assert limiter.try_acquire(10)
+    with pytest.raises(RateLimited) as refused:
+        asyncio.run(limiter.aacquire(5, timeout=1))
+    assert refused.value.retry_after == approx(5.0)
+    assert limiter.wait_time(1) == approx(1.0)
+
+
+def test_a_deadline_already_past_refuses_even_an_immediate_permit() -> None:
+    limiter = bucket()
+    with pytest.raises(RateLimited) as refused:
+        limiter.reserve(1, max_wait=-0.1)
+    assert refused.value.retry_after == 0.0
+    assert limiter.available == 10
+
+
+def test_acquire_without_a_wait_does_not_sleep() -> None:
+    clock = FakeClock()
+    limiter = bucket(10, 1, clock)
+    reservation = limiter.acquire(4, timeout=0)
+    assert (reservation.delay, reservation.ready_at) == (0.0, 0.0)
+    assert asyncio.run(limiter.aacquire(6)).delay == 0.0
+    assert clock.sleeps == []
+
+
+# -- cancel -------------------------------------------------------------------------------------
+
+
+def test_cancel_gives_the_tokens_back_once() -> None:
+    limiter = bucket()
+    first = limiter.reserve(5)
+    limiter.reserve(5)
+    limiter.cancel(first)
+    limiter.cancel(first)
+    assert limiter.available == 5
+
+
+def test_cancelling_a_queued_reservation_frees_its_slot() -> None:
+    limiter = bucket()
+    assert limiter.try_acquire(10)
+    queued = limiter.reserve(5)
+    assert queued.delay == approx(5.0)
+    limiter.cancel(queued)
+    assert limiter.wait_time(1) == approx(1.0)
+
+
+def test_keyboard_interrupt_during_the_sleep_gives_the_tokens_back() -> None:
+    class InterruptedClock(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            raise KeyboardInterrupt
+
+    limiter = bucket(10, 1, InterruptedClock())
+    assert limiter.try_acquire(7)
+    with pytest.raises(KeyboardInterrupt):
+        limiter.acquire(5)
+    assert limiter.available == approx(3.0)
+    assert limiter.try_acquire(3)
+
+
+def test_a_task_cancelled_during_aacquire_gives_the_tokens_back() -> None:
+    clock = FakeClock()
+    limiter = bucket(10, 1, clock)
+    assert limiter.try_acquire(10)
+
+    async def main() -> None:
+        task = asyncio.create_task(limiter.aacquire(5))
+        await asyncio.sleep(0)  # the task reserves and starts its (virtual) 5 s sleep
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert clock.sleeps == [approx(5.0)]
+    # 5 s refilled 5 tokens; without the refund they would all be promised to the task.
+    assert limiter.available == approx(5.0)
+
+
+def test_a_reservation_belongs_to_its_limiter() -> None:
+    reservation = bucket().reserve()
+    with pytest.raises(ValueError, match="was not made by"):
+        bucket().cancel(reservation)
+
+
+# -- settle -------------------------------------------------------------------------------------
+
+
+def test_settle_refunds_an_overestimate_once() -> None:
+    limiter = Limiter([Limit(1000, 60, "tokens")], clock=FakeClock())
+    reservation = limiter.reserve({"tokens": 500})
+    limiter.settle(reservation, {"tokens": 200})
+    assert limiter.available == approx(800)
+    limiter.settle(reservation, {"tokens": 0})
+    limiter.cancel(reservation)
+    assert limiter.available == approx(800)
+
+
+def test_settle_charges_an_underestimate_as_debt() -> None:
+    clock = FakeClock()
+    limiter = requests_and_tokens(clock)
+    reservation = limiter.reserve({"requests": 1, "tokens": 500})
+    limiter.settle(reservation, {"requests": 1, "tokens": 1500})  # beyond capacity: allowed
+    assert limiter.levels() == approx({"10/60s requests": 9, "1000/60s tokens": -500})
+    assert limiter.available == 9
+    # The debt holds back even a request that charges no tokens, until it is repaid (30 s).
+    assert limiter.wait_time({"requests": 1}) == approx(30.0)
+    assert limiter.wait_time({"requests": 1, "tokens": 100}) == approx(36.0)
+    clock.advance(30)
+    assert limiter.try_acquire({"requests": 1})
+
+
+def test_settle_after_cancel_changes_nothing() -> None:
+    limiter = bucket()
+    reservation = limiter.reserve(4)
+    limiter.cancel(reservation)
+    limiter.settle(reservation, 10)
+    assert limiter.available == 10
+
+
+def test_a_bad_settle_leaves_the_reservation_open() -> None:
+    limiter = bucket()
+    reservation = limiter.reserve(4)
+    with pytest.raises(ValueError, match="actual must be a finite number >= 0, got -1"):
+        limiter.settle(reservation, -1)
+    limiter.settle(reservation, 1)
+    assert limiter.available == approx(9)
+
+
+# -- pause --------------------------------------------------------------------------------------
+
+
+def test_pause_holds_everyone_until_it_ends() -> None:
+    clock = FakeClock()
+    limiter = bucket(10, 1, clock)
+    limiter.pause(5)
+    assert limiter.paused_for == 5
+    assert not limiter.try_acquire()
+    assert limiter.wait_time() == 5
+    reservation = limiter.reserve()
+    assert (reservation.ready_at, reservation.delay) == (5, 5)
+    multi = requests_and_tokens(clock)
+    multi.pause(2)
+    assert not multi.try_acquire({"requests": 1})
+    clock.advance(5)
+    assert limiter.paused_for == 0.0
+    assert limiter.try_acquire()
+    assert multi.try_acquire({"requests": 1})
+
+
+def test_a_shorter_pause_does_not_cut_a_longer_one() -> None:
+    clock = FakeClock()
+    limiter = bucket(10, 1, clock)
+    limiter.pause(10)
+    limiter.pause(2)
+    assert limiter.paused_for == 10
+    clock.advance(4)
+    limiter.pause(7)
+    assert limiter.paused_for == 7
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"amount": 0, "per_seconds": 60}, "Limit amount must be a finite number > 0, got 0"),
+        ({"amount": -5, "per_seconds": 60}, "Limit amount .* got -5"),
+        ({"amount": math.nan, "per_seconds": 60}, "Limit amount .* got nan"),
+        ({"amount": math.inf, "per_seconds": 60}, "Limit amount .* got inf"),
+        ({"amount": True, "per_seconds": 60}, "Limit amount .* got True"),
+        ({"amount": "60", "per_seconds": 60}, "Limit amount .* got '60'"),
+        ({"amount": 60, "per_seconds": 0}, "Limit per_seconds .* got 0"),
+        ({"amount": 60, "per_seconds": -1.0}, "Limit per_seconds .* got -1.0"),
+        ({"amount": 60, "per_seconds": math.nan}, "Limit per_seconds .* got nan"),
+        ({"amount": 60, "per_seconds": 60, "burst": 0}, "Limit burst .* got 0"),
+        ({"amount": 60, "per_seconds": 60, "burst": -2}, "Limit burst .* got -2"),
+        ({"amount": 60, "per_seconds": 60, "burst": math.nan}, "Limit burst .* got nan"),
+        ({"amount": 60, "per_seconds": 60, "unit": "bananas"}, "Limit unit .* got 'bananas'"),
+    ],
+)
+def test_bad_limits_are_refused_by_name(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Limit(**fields)  # type: ignore[arg-type]
+
+
+def test_bad_limiters_are_refused() -> None:
+    with pytest.raises(ConfigError, match="at least one Limit"):
+        Limiter([])
+    with pytest.raises(ConfigError, match="Limit objects, got 60"):
+        Limiter([60])  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match="repeat"):
+        Limiter([Limit(60, 60), Limit(60.0, 60)])
+    with pytest.raises(ValueError, match="capacity must be a finite number > 0, got 0"):
+        TokenBucket(0, 1)
+    with pytest.raises(ValueError, match="refill_rate must be a finite number > 0, got -1"):
+        TokenBucket(10, -1)
+
+
+@pytest.mark.parametrize(
+    ("cost", "message"),
+    [
+        (-1, "cost must be a finite number >= 0, got -1"),
+        (math.nan, "cost must be a finite number >= 0, got nan"),
+        (math.inf, "cost must be a finite number >= 0, got inf"),
+        ("1", "cost must be a finite number >= 0, got '1'"),
+        (11, "cost 11 exceeds the capacity of limit 10/60s requests"),
+        ({"tokens": 1001}, "exceeds the capacity of limit 1000/60s tokens"),
+        ({"input_tokens": 600, "output_tokens": 600}, "exceeds the capacity of limit 1000/60s"),
+        ({"tokens": -3}, r"cost\['tokens'\] must be a finite number >= 0, got -3"),
+        ({"images": 1}, "cost has unknown unit 'images'"),
+    ],
+)
+def test_bad_costs_are_refused_at_once(cost: object, message: str) -> None:
+    clock = FakeClock()
+    limiter = requests_and_tokens(clock)
+    single = Limiter([Limit(10, 60)], clock=clock)
+    calls = [
+        lambda: limiter.try_acquire(cost),  # type: ignore[arg-type]
+        lambda: limiter.reserve(cost),  # type: ignore[arg-type]
+        lambda: limiter.acquire(cost),  # type: ignore[arg-type]
+        lambda: limiter.wait_time(cost),  # type: ignore[arg-type]
+    ]
+    if not isinstance(cost, dict):
+        calls += [
+            lambda: single.try_acquire(cost),  # type: ignore[arg-type]
+            lambda: single.reserve(cost),  # type: ignore[arg-type]
+        ]
+    for call in calls:
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert clock.sleeps == []
+    assert limiter.levels() == {"10/60s requests": 10, "1000/60s tokens": 1000}
+
+
+def test_bad_waits_are_refused() -> None:
+    limiter = bucket()
+    with pytest.raises(ValueError, match="max_wait must be a number of seconds, got nan"):
+        limiter.reserve(1, max_wait=math.nan)
+    with pytest.raises(ValueError, match="timeout must be a number of seconds or None, got nan"):
+        limiter.acquire(1, timeout=math.nan)
+    with pytest.raises(ValueError, match="seconds must be a finite number >= 0, got -1"):
+        limiter.pause(-1)
+    with pytest.raises(ValueError, match="seconds must be a finite number >= 0, got nan"):
+        limiter.pause(math.nan)
+    assert limiter.available == 10 and limiter.paused_for == 0.0
+
+
+# -- the system clock, frozen and real ------------------------------------------------------------
+
+
+def test_works_under_freezegun_with_the_system_clock() -> None:
+    with freeze_time("2024-01-01") as frozen:
+        limiter = TokenBucket(2, 1)
+        assert limiter.try_acquire() and limiter.try_acquire()
+        assert not limiter.try_acquire()
+        assert limiter.wait_time() == approx(1.0)
+        frozen.tick(1)
+        assert limiter.try_acquire()
+        assert not limiter.try_acquire()
+
+
+def test_threads_never_get_more_than_the_rate_allows() -> None:
+    capacity, rate = 20, 200.0
+    started = time.monotonic()
+    limiter = TokenBucket(capacity, rate)
+    admitted = [0] * 16
+
+    def hammer(index: int) -> None:
+        while time.monotonic() - started < 0.5:
+            if limiter.try_acquire():
+                admitted[index] += 1
+
+    threads = [threading.Thread(target=hammer, args=(index,)) for index in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    assert capacity <= sum(admitted) <= capacity + rate * elapsed + 1
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+CAPACITIES = (5.0, 50.0)
+RATES = (0.5, 10.0)  # requests: 5 per 10 s; tokens: 100 per 10 s with a burst of 50
+
+
+class TokenModel:
+    """The reference: plain token levels, negative while reservations wait or after debt."""
+
+    def __init__(self) -> None:
+        self.levels = list(CAPACITIES)
+
+    def advance(self, seconds: float) -> None:
+        self.levels = [
+            min(cap, level + seconds * rate)
+            for cap, level, rate in zip(CAPACITIES, self.levels, RATES, strict=True)
+        ]
+
+    def take(self, amounts: list[float]) -> None:
+        self.levels = [level - amount for level, amount in zip(self.levels, amounts, strict=True)]
+
+    def settle(self, charged: list[float], actual: list[float]) -> None:
+        """A refund is capped at capacity; a debt is not."""
+        self.levels = [
+            min(cap, level + was - now_is) if now_is < was else level + was - now_is
+            for cap, level, was, now_is in zip(
+                CAPACITIES, self.levels, charged, actual, strict=True
+            )
+        ]
+
+    def time_to_fill(self) -> float:
+        return max(
+            (cap - level) / rate
+            for cap, level, rate in zip(CAPACITIES, self.levels, RATES, strict=True)
+        )
+
+
+@settings(max_examples=200)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from(["reserve", "try"]), st.integers(0, 50)),
+            st.tuples(st.sampled_from(["settle", "cancel"]), st.integers(0, 200)),
+            st.tuples(st.just("advance"), st.floats(0, 20)),
+        ),
+        max_size=60,
+    )
+)
+def test_levels_follow_a_token_model_and_no_refund_is_lost(
+    steps: list[tuple[str, float]],
+) -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(5, 10), Limit(100, 10, "tokens", burst=50)], clock=clock)
+    model = TokenModel()
+    held: list[tuple[Reservation, list[float]]] = []
+    for action, value in steps:
+        cost = {"requests": 1, "tokens": value}
+        amounts = [1.0, float(value)]
+        if action == "advance":
+            clock.advance(value)
+            model.advance(value)
+        elif action == "reserve":
+            held.append((limiter.reserve(cost), amounts))
+            model.take(amounts)
+        elif action == "try":
+            granted = limiter.try_acquire(cost)
+            margins = [level - amount for level, amount in zip(model.levels, amounts, strict=True)]
+            if all(abs(margin) > 1e-6 for margin in margins):  # not a float-rounding tie
+                assert granted == all(margin > 0 for margin in margins)
+            if granted:
+                model.take(amounts)
+        elif held:
+            reservation, charged = held.pop(int(value) % len(held))
+            if action == "settle":
+                limiter.settle(reservation, cost)
+                model.settle(charged, amounts)
+            else:
+                limiter.cancel(reservation)
+                model.settle(charged, [0.0, 0.0])
+        levels = list(limiter.levels().values())
+        assert all(level <= cap for level, cap in zip(levels, CAPACITIES, strict=True))
+        assert levels == approx(model.levels, abs=1e-6)
+
+    for reservation, charged in held:
+        limiter.cancel(reservation)
+        model.settle(charged, [0.0, 0.0])
+    assert list(limiter.levels().values()) == approx(model.levels, abs=1e-6)
+    clock.advance(model.time_to_fill() + 1)
+    assert limiter.available == CAPACITIES[0]
+    assert list(limiter.levels().values()) == list(CAPACITIES)

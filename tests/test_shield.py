@@ -1,0 +1,478 @@
+"""The Shield pipeline, sync and async, on a FakeClock."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import freezegun
+import pytest
+
+from rate_limit_shield.breaker import CircuitBreaker, State
+from rate_limit_shield.bulkhead import Bulkhead
+from rate_limit_shield.errors import BulkheadFull, CircuitOpen, QuotaExhausted, RateLimited
+from rate_limit_shield.events import GAVE_UP, REJECTED, RETRY, SUCCEEDED, THROTTLED, Event
+from rate_limit_shield.limiter import Limit, Limiter, TokenBucket
+from rate_limit_shield.outcome import DefaultClassifier, Outcome, Verdict
+from rate_limit_shield.retry import RetryBudget, RetryPolicy
+from rate_limit_shield.shield import Shield
+from rate_limit_shield.testing import FakeClock
+
+
+class Boom(Exception):
+    pass
+
+
+class Flaky:
+    """Fails `failures` times with `error`, then returns `result`; counts calls."""
+
+    def __init__(self, failures: int, error: BaseException | None = None, result: object = "ok"):
+        self.failures = failures
+        self.error = error if error is not None else Boom("provider down")
+        self.result = result
+        self.calls = 0
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return self.result
+
+    async def acall(self, *args: object, **kwargs: object) -> object:
+        return self(*args, **kwargs)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make(clock: FakeClock, **kwargs: object) -> Shield:
+    kwargs.setdefault("retry", RetryPolicy(4, 1.0, 30.0, 2.0, jitter=False))
+    return Shield(clock=clock, **kwargs)  # type: ignore[arg-type]
+
+
+def both(shield: Shield, flaky: Flaky, *args: object) -> list[object]:
+    """Run the same scenario through the sync and the async driver: the same outcome."""
+    return [shield.call(flaky, *args), run(shield.acall(flaky.acall, *args))]
+
+
+# -- the seed's API --------------------------------------------------------------------------
+
+
+def test_seed_constructor_and_call(clock):
+    shield = Shield(
+        TokenBucket(10, 1, clock=clock),
+        CircuitBreaker(3, 30, clock=clock),
+        RetryPolicy(3, 0.1, 1.0, 2.0, False),
+        clock=clock,
+    )
+    assert shield.call(lambda a, b=0: a + b, 2, b=3) == 5
+    assert shield.bucket is shield.limiter
+    assert shield.bucket.available == pytest.approx(9)
+
+
+# -- retries ---------------------------------------------------------------------------------
+
+
+def test_retries_with_backoff_then_succeeds(clock):
+    flaky = Flaky(2)
+    assert make(clock).call(flaky) == "ok"
+    assert flaky.calls == 3
+    assert clock.sleeps == [1.0, 2.0]
+
+
+def test_async_retries_with_backoff_then_succeeds(clock):
+    flaky = Flaky(2)
+    assert run(make(clock).acall(flaky.acall)) == "ok"
+    assert flaky.calls == 3
+    assert clock.sleeps == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_gives_up_with_the_functions_own_last_exception_and_a_note(clock, driver):
+    flaky = Flaky(10)
+    shield = make(clock)
+    with pytest.raises(Boom) as info:
+        if driver == "sync":
+            shield.call(flaky)
+        else:
+            run(shield.acall(flaky.acall))
+    assert info.value is flaky.error
+    assert flaky.calls == 4
+    assert any("4 attempt(s)" in note for note in info.value.__notes__)
+    assert clock.sleeps == [1.0, 2.0, 4.0]
+
+
+def test_zero_delay_never_calls_sleep(clock):
+    flaky = Flaky(3)
+    shield = make(clock, retry=RetryPolicy(4, 0.0, 0.0, jitter=False))
+    assert both(shield, flaky) == ["ok", "ok"]
+    assert clock.sleeps == []
+
+
+def test_no_retry_policy_means_one_attempt(clock):
+    flaky = Flaky(1)
+    with pytest.raises(Boom):
+        Shield(clock=clock).call(flaky)
+    assert flaky.calls == 1
+
+
+def test_ignored_errors_are_raised_at_once_and_not_counted(clock):
+    breaker = CircuitBreaker(2, 30, clock=clock)
+    shield = make(clock, breaker=breaker, classifier=DefaultClassifier(ignore=KeyError))
+    flaky = Flaky(10, KeyError("bad request"))
+    for _ in range(5):
+        with pytest.raises(KeyError):
+            shield.call(flaky)
+    assert flaky.calls == 5
+    assert breaker.state is State.CLOSED
+    assert clock.sleeps == []
+
+
+def test_retry_on_narrows_what_is_retried(clock):
+    shield = make(clock, classifier=DefaultClassifier(retry_on=ConnectionError))
+    flaky = Flaky(10, ValueError("a bug"))
+    with pytest.raises(ValueError):
+        shield.call(flaky)
+    assert flaky.calls == 1
+
+
+def test_bad_results_are_retried_and_the_last_one_returned(clock):
+    shield = make(clock, classifier=DefaultClassifier(retry_if_result=lambda r: r == ""))
+    empty = Flaky(0, result="")
+    assert shield.call(empty) == ""
+    assert empty.calls == 4
+    assert run(shield.acall(empty.acall)) == ""
+    assert empty.calls == 8
+
+
+def test_classifier_replacement_error_is_raised_at_once(clock):
+    class QuotaClassifier(DefaultClassifier):
+        def classify_error(self, error: BaseException) -> Verdict:
+            return Verdict(Outcome.FATAL, None, QuotaExhausted("insufficient_quota"))
+
+    flaky = Flaky(10)
+    with pytest.raises(QuotaExhausted) as info:
+        make(clock, classifier=QuotaClassifier()).call(flaky)
+    assert flaky.calls == 1
+    assert info.value.__cause__ is flaky.error
+
+
+def test_retry_budget_stops_a_retry_storm(clock):
+    budget = RetryBudget(ratio=0.0, min_per_second=0.1, window=10, clock=clock)  # one retry
+    shield = make(clock, budget=budget)
+    first = Flaky(1)
+    assert shield.call(first) == "ok"
+    second = Flaky(10)
+    with pytest.raises(Boom) as info:
+        shield.call(second)
+    assert second.calls == 1
+    assert any("retry budget" in note for note in info.value.__notes__)
+
+
+# -- deadline --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_never_sleeps_past_the_deadline(clock, driver):
+    shield = make(clock, retry=RetryPolicy(10, 1.0, 30.0, jitter=False), timeout=5.0)
+    flaky = Flaky(100)
+    with pytest.raises(Boom) as info:
+        if driver == "sync":
+            shield.call(flaky)
+        else:
+            run(shield.acall(flaky.acall))
+    assert clock.sleeps == [1.0, 2.0]  # a third delay of 4 s would end past the 5 s deadline
+    assert any("deadline" in note for note in info.value.__notes__)
+
+
+def test_a_hint_longer_than_the_time_left_gives_up_at_once_with_rate_limited(clock):
+    throttled = Flaky(10, RateLimited("slow down", retry_after=50.0))
+    with pytest.raises(RateLimited) as info:
+        make(clock, timeout=10.0).call(throttled)
+    assert info.value.retry_after == 50.0
+    assert info.value.cause is throttled.error
+    assert throttled.calls == 1
+    assert clock.sleeps == []
+
+
+def test_async_deadline_cuts_off_a_slow_attempt():
+    async def slow() -> str:
+        await asyncio.sleep(30)
+        return "late"
+
+    shield = Shield(retry=RetryPolicy(3, 0.0, jitter=False), timeout=0.05)
+    with pytest.raises(asyncio.TimeoutError):
+        run(shield.acall(slow))
+
+
+# -- throttling ------------------------------------------------------------------------------
+
+
+def test_throttled_pauses_the_key_and_is_not_a_breaker_failure(clock):
+    limiter = Limiter([Limit(100, 60)], clock=clock)
+    breaker = CircuitBreaker(1, 30, clock=clock)
+    throttled = Flaky(1, RateLimited("429", retry_after=7.0))
+    shield = make(clock, bucket=limiter, breaker=breaker)
+    assert shield.call(throttled) == "ok"
+    assert breaker.state is State.CLOSED
+    # The second attempt waited for the pause (one sleep for the retry delay, itself >= 7 s).
+    assert clock.slept >= 7.0
+    # The pause holds the key for every caller, not just this one.
+    limiter.pause(3.0)
+    assert not limiter.try_acquire()
+
+
+# -- breaker ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_open_breaker_rejects_without_calling(clock, driver):
+    breaker = CircuitBreaker(1, 30, clock=clock)
+    breaker.force_open()
+    flaky = Flaky(0)
+    shield = make(clock, breaker=breaker)
+    with pytest.raises(CircuitOpen):
+        if driver == "sync":
+            shield.call(flaky)
+        else:
+            run(shield.acall(flaky.acall))
+    assert flaky.calls == 0
+
+
+def test_breaker_opening_mid_retries_stops_them_with_the_cause(clock):
+    breaker = CircuitBreaker(2, 30, clock=clock)
+    flaky = Flaky(10)
+    with pytest.raises(CircuitOpen) as info:
+        make(clock, breaker=breaker).call(flaky)
+    assert flaky.calls == 2
+    assert info.value.cause is flaky.error
+    # It gave up as soon as the breaker opened, instead of sleeping 2 s to be refused.
+    assert clock.sleeps == [1.0]
+    assert info.value.retry_after == pytest.approx(30.0)
+
+
+def test_rate_refusal_gives_back_the_half_open_probe(clock):
+    breaker = CircuitBreaker(1, 10, half_open_max_calls=1, clock=clock)
+    breaker.record_failure()
+    clock.advance(10)
+    assert breaker.state is State.HALF_OPEN
+    limiter = TokenBucket(1, 0.01, clock=clock)
+    assert limiter.try_acquire()
+    shield = make(clock, bucket=limiter, breaker=breaker, max_wait=1.0)
+    with pytest.raises(RateLimited):
+        shield.call(Flaky(0))
+    # The probe slot came back: a direct probe is still allowed.
+    assert breaker.allow()
+
+
+# -- limiter ---------------------------------------------------------------------------------
+
+
+def test_waits_for_a_rate_permit(clock):
+    limiter = TokenBucket(2, 1.0, clock=clock)
+    shield = make(clock, bucket=limiter)
+    results = [shield.call(lambda i=i: i) for i in range(4)]
+    assert results == [0, 1, 2, 3]
+    assert clock.sleeps == [1.0, 1.0]
+
+
+def test_rate_wait_longer_than_max_wait_is_rate_limited(clock):
+    limiter = TokenBucket(1, 0.1, clock=clock)
+    shield = make(clock, bucket=limiter, max_wait=2.0)
+    flaky = Flaky(0)
+    shield.call(flaky)
+    with pytest.raises(RateLimited) as info:
+        shield.call(flaky)
+    assert info.value.retry_after == pytest.approx(10.0)
+    assert flaky.calls == 1
+
+
+def test_rate_wait_is_bounded_by_the_deadline(clock):
+    limiter = TokenBucket(1, 0.1, clock=clock)
+    shield = make(clock, bucket=limiter, timeout=5.0, max_wait=60.0)
+    shield.call(Flaky(0))
+    with pytest.raises(RateLimited):
+        shield.call(Flaky(0))
+    assert clock.sleeps == []
+
+
+def test_usage_settles_the_reservation(clock):
+    limiter = Limiter([Limit(1000, 60, "tokens")], clock=clock)
+    shield = make(
+        clock,
+        bucket=limiter,
+        cost=lambda prompt, max_tokens: {"tokens": len(prompt) + max_tokens},
+        usage=lambda result: {"tokens": result["used"]},
+    )
+    shield.call(lambda prompt, max_tokens: {"used": 50}, "x" * 100, max_tokens=400)
+    assert limiter.available == pytest.approx(950)
+
+
+# -- bulkhead --------------------------------------------------------------------------------
+
+
+def test_bulkhead_slot_is_held_only_in_flight(clock):
+    bulkhead = Bulkhead(1)
+    shield = make(clock, bulkhead=bulkhead)
+    seen = []
+
+    def inside() -> str:
+        seen.append(bulkhead.in_flight)
+        with pytest.raises(BulkheadFull):
+            shield.call(lambda: "nested")
+        if len(seen) < 2:
+            raise Boom("retry me")
+        return "ok"
+
+    assert shield.call(inside) == "ok"
+    assert seen == [1, 1]
+    assert bulkhead.in_flight == 0
+
+
+# -- cancellation gives everything back -----------------------------------------------------
+
+
+def test_interrupt_in_the_call_gives_every_permit_back(clock):
+    limiter = TokenBucket(5, 1.0, clock=clock)
+    breaker = CircuitBreaker(1, 10, half_open_max_calls=1, clock=clock)
+    breaker.record_failure()
+    clock.advance(10)
+    bulkhead = Bulkhead(1)
+    shield = make(clock, bucket=limiter, breaker=breaker, bulkhead=bulkhead)
+    with pytest.raises(KeyboardInterrupt):
+        shield.call(Flaky(1, KeyboardInterrupt()))
+    assert limiter.available == pytest.approx(5)
+    assert bulkhead.in_flight == 0
+    assert breaker.state is State.HALF_OPEN
+    assert breaker.allow()  # the probe slot came back
+
+
+def test_cancelled_task_gives_every_permit_back():
+    clock = FakeClock()
+    limiter = TokenBucket(5, 1.0, clock=clock)
+    breaker = CircuitBreaker(1, 10, half_open_max_calls=1, clock=clock)
+    breaker.record_failure()
+    clock.advance(10)
+    bulkhead = Bulkhead(2)
+    shield = make(clock, bucket=limiter, breaker=breaker, bulkhead=bulkhead)
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(shield.acall(hang))
+        await started.wait()
+        assert bulkhead.in_flight == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(scenario())
+    assert limiter.available == pytest.approx(5)
+    assert bulkhead.in_flight == 0
+    assert breaker.allow()
+
+
+def test_cancelled_while_waiting_for_a_rate_permit_gives_it_back():
+    clock = FakeClock()
+    limiter = TokenBucket(1, 1.0, clock=clock)
+    shield = make(clock, bucket=limiter)
+
+    async def scenario() -> None:
+        await shield.acall(Flaky(0).acall)  # takes the only token
+        original = clock.asleep
+
+        async def never(seconds: float) -> None:
+            await asyncio.sleep(3600)
+
+        clock.asleep = never  # type: ignore[method-assign]
+        task = asyncio.ensure_future(shield.acall(Flaky(0).acall))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        clock.asleep = original  # type: ignore[method-assign]
+
+    run(scenario())
+    # The waiting reservation was returned: one second of refill gives one whole token.
+    clock.advance(1.0)
+    assert limiter.available == pytest.approx(1.0)
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+def test_events_tell_what_happened(clock):
+    events: list[Event] = []
+    shield = make(clock, on_event=events.append, name="gpt-4o")
+    shield.call(Flaky(2))
+    assert [(e.kind, e.attempt, e.delay) for e in events] == [
+        (RETRY, 1, 1.0),
+        (RETRY, 2, 2.0),
+        (SUCCEEDED, 3, None),
+    ]
+    assert all(e.key == "gpt-4o" for e in events)
+    events.clear()
+    with pytest.raises(Boom):
+        shield.call(Flaky(10))
+    assert events[-1].kind == GAVE_UP
+    events.clear()
+    limiter = TokenBucket(1, 1, clock=clock)
+    limiter.try_acquire()
+    with pytest.raises(RateLimited):
+        make(clock, bucket=limiter, max_wait=0, on_event=events.append).call(Flaky(0))
+    assert [e.kind for e in events] == [REJECTED]
+    events.clear()
+    make(clock, on_event=events.append).call(Flaky(1, RateLimited("429", retry_after=2.0)))
+    assert events[0].kind == RETRY
+
+
+def test_throttled_event_when_the_key_pauses(clock):
+    events: list[Event] = []
+    limiter = TokenBucket(10, 1, clock=clock)
+    shield = make(clock, bucket=limiter, on_event=events.append)
+    shield.call(Flaky(1, RateLimited("429", retry_after=2.0)))
+    assert (THROTTLED, 2.0) in [(e.kind, e.delay) for e in events]
+
+
+def test_a_raising_listener_never_breaks_a_call(clock, caplog):
+    def bad(event: Event) -> None:
+        raise RuntimeError("listener bug")
+
+    assert make(clock, on_event=bad).call(Flaky(1)) == "ok"
+    assert "listener" in caplog.text
+
+
+# -- bad input and freezegun -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": -1}, "timeout"),
+        ({"max_wait": -1}, "max_wait"),
+        ({"max_wait": math.nan}, "max_wait"),
+    ],
+)
+def test_bad_arguments(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        Shield(**kwargs)  # type: ignore[arg-type]
+
+
+def test_works_under_freezegun():
+    with freezegun.freeze_time("2026-01-01", tick=False) as frozen:
+        shield = Shield(TokenBucket(1, 1.0), CircuitBreaker(3, 30), max_wait=0.0)
+        assert shield.call(lambda: 1) == 1
+        with pytest.raises(RateLimited):
+            shield.call(lambda: 2)
+        frozen.tick(1.0)
+        assert shield.call(lambda: 3) == 3
