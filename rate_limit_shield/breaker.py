@@ -291,6 +291,12 @@ class CircuitBreaker:
         return state
 
     @property
+    def slow_call_duration(self) -> float | None:
+        """Seconds from which a call counts as slow; None when call durations do not matter."""
+        duration = self._slow_call_duration
+        return None if duration == math.inf else duration
+
+    @property
     def retry_after(self) -> float | None:
         """Seconds until a call may go: 0.0 now, None when forced open (until `reset()`)."""
         if self._closed_gen >= 0:

@@ -176,7 +176,9 @@ class Limiter:
         """Take `cost` now from every limit, or take nothing and return False. Never waits."""
         if (type(cost) is int or type(cost) is float) and 0 <= cost <= self._fast_capacity:
             increment = cost * self._fast_interval
-            with self._lock:
+            lock = self._lock
+            lock.acquire()  # explicit, not `with`: measurably cheaper on this hot path
+            try:
                 now = self._monotonic()
                 tats = self._tats
                 tat = tats[0]
@@ -187,6 +189,8 @@ class Limiter:
                     return False
                 tats[0] = tat
                 return True
+            finally:
+                lock.release()
         increments = self._increments(cost)
         with self._lock:
             tats, wait = self._plan(increments, self._monotonic())
@@ -208,7 +212,9 @@ class Limiter:
             and max_wait >= 0.0
         ):
             increment = cost * self._fast_interval
-            with self._lock:
+            lock = self._lock
+            lock.acquire()
+            try:
                 now = self._monotonic()
                 tats = self._tats
                 tat = tats[0]
@@ -225,6 +231,8 @@ class Limiter:
                 if wait <= max_wait:
                     tats[0] = tat
                     return Reservation(self, now + wait, wait, increment)
+            finally:
+                lock.release()
             raise self._refusal(wait)
         if max_wait != max_wait:
             raise ValueError(f"max_wait must be a number of seconds, got {max_wait!r}")
@@ -244,6 +252,17 @@ class Limiter:
     def cancel(self, reservation: Reservation) -> None:
         """Give back all that `reservation` charged; nothing if it was cancelled or settled."""
         self._finish(reservation, repeat(0.0))
+
+    def refund(self, cost: Cost = 1) -> None:
+        """Give back `cost` taken by `try_acquire` for a request that was never sent.
+
+        The caller gives back each cost at most once; a reservation is given back by `cancel`.
+        """
+        increments = self._increments(cost, name="refund", check_capacity=False)
+        with self._lock:
+            tats = self._tats
+            for index, increment in enumerate(increments):
+                tats[index] -= increment  # max(tat, now) keeps the level within capacity
 
     def settle(self, reservation: Reservation, actual: Cost) -> None:
         """Replace the reserved cost by the `actual` one: refund the excess, or charge the debt.
@@ -387,8 +406,9 @@ class Limiter:
                     tats[index] = max(tats[index], now) + change
 
     def _refusal(self, wait: float) -> RateLimited:
+        limits = ", ".join(map(str, self.limits))
         return RateLimited(
-            f"no rate permit within the allowed wait ({self!r})", retry_after=wait, key=self.name
+            f"no rate permit within the allowed wait ({limits})", retry_after=wait, key=self.name
         )
 
 

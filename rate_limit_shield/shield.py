@@ -31,6 +31,8 @@ P = ParamSpec("P")
 _SUCCESS = Outcome.SUCCESS
 _IGNORED = Outcome.IGNORED
 _THROTTLED = Outcome.THROTTLED
+_PLAIN: tuple[float, Cost] = (math.inf, 1)  # no deadline, a cost of one request
+_UNGATED: tuple[Permit | None, Reservation | None] = (None, None)  # no breaker, no limiter
 
 
 def _add_note(error: BaseException, note: str) -> None:
@@ -50,19 +52,22 @@ class Shield:
     """
 
     __slots__ = (
-        "limiter",
-        "breaker",
-        "retry",
-        "bulkhead",
-        "classifier",
-        "budget",
-        "timeout",
-        "max_wait",
-        "cost",
-        "usage",
         "name",
         "on_event",
+        "_limiter",
+        "_breaker",
+        "_retry",
+        "_bulkhead",
+        "_classifier",
+        "_budget",
+        "_timeout",
+        "_max_wait",
+        "_cost",
+        "_usage",
         "_clock",
+        "_timed",
+        "_per_call",
+        "_gated",
     )
 
     def __init__(
@@ -84,71 +89,123 @@ class Shield:
     ) -> None:
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
-        if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) or not (
-            max_wait >= 0
+        if (
+            isinstance(max_wait, bool)
+            or not isinstance(max_wait, (int, float))
+            or not (max_wait >= 0)
         ):
             raise ValueError(f"max_wait must be a number of seconds >= 0, got {max_wait!r}")
-        self.limiter = bucket
-        self.breaker = breaker
-        self.retry = retry
-        self.bulkhead = bulkhead
-        self.classifier: Classifier = classifier if classifier is not None else DefaultClassifier()
-        self.budget = budget
-        self.timeout = timeout
-        self.max_wait = float(max_wait)
-        self.cost = cost
-        self.usage = usage
         self.name = name
         self.on_event = on_event
+        self._limiter = bucket
+        self._breaker = breaker
+        self._retry = retry
+        self._bulkhead = bulkhead
+        self._classifier: Classifier = classifier if classifier is not None else DefaultClassifier()
+        self._budget = budget
+        self._timeout = timeout
+        self._max_wait = float(max_wait)
+        self._cost = cost
+        self._usage = usage
         self._clock = clock if clock is not None else SYSTEM_CLOCK
+        # Decided once, so that the common call reads no clock and computes nothing it won't use.
+        self._timed = breaker is not None and breaker.slow_call_duration is not None
+        self._per_call = timeout is not None or cost is not None or budget is not None
+        self._gated = bucket is not None or breaker is not None
+
+    # Read-only: the drivers' shortcuts are decided from them once, in __init__.
+
+    @property
+    def limiter(self) -> Limiter | None:
+        """The rate limiter, or None."""
+        return self._limiter
 
     @property
     def bucket(self) -> Limiter | None:
         """The seed's name for the limiter."""
-        return self.limiter
+        return self._limiter
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        """The circuit breaker, or None."""
+        return self._breaker
+
+    @property
+    def retry(self) -> RetryPolicy | None:
+        """The retry policy, or None for a single attempt."""
+        return self._retry
+
+    @property
+    def bulkhead(self) -> Bulkhead | None:
+        """The bulkhead, or None."""
+        return self._bulkhead
+
+    @property
+    def classifier(self) -> Classifier:
+        """What each outcome means."""
+        return self._classifier
+
+    @property
+    def budget(self) -> RetryBudget | None:
+        """The retry budget, or None."""
+        return self._budget
+
+    @property
+    def timeout(self) -> float | None:
+        """Deadline of a whole call in seconds, or None."""
+        return self._timeout
+
+    @property
+    def max_wait(self) -> float:
+        """Longest wait for a rate permit, in seconds."""
+        return self._max_wait
 
     # -- the two drivers -------------------------------------------------------------------
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Call `fn(*args, **kwargs)` through the shield, waiting by sleeping."""
         clock = self._clock
-        deadline, cost = self._start(args, kwargs)
-        bulkhead = self.bulkhead
+        deadline, cost = self._start(args, kwargs) if self._per_call else _PLAIN
+        bulkhead = self._bulkhead
+        breaker = self._breaker
         attempt = 0
         delay: float | None = None
         error: BaseException | None = None
         while True:
             attempt += 1
-            permit, reservation = self._admit(cost, deadline, attempt, error)
+            permit, reservation = (
+                self._admit(cost, deadline, attempt, error) if self._gated else _UNGATED
+            )
             try:
                 if reservation is not None and reservation.delay > 0.0:
                     clock.sleep(reservation.delay)
                 if bulkhead is not None and not bulkhead.try_acquire():
                     bulkhead.acquire(self._slot_wait(deadline))
             except BaseException:
-                self._abandon(permit, reservation)
+                self._abandon(permit, reservation, cost)
                 raise
-            started = clock.monotonic()
+            started = clock.monotonic() if self._timed else 0.0
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
                 error = exc
-                verdict = self.classifier.classify_error(exc)
+                verdict = self._classifier.classify_error(exc)
             except BaseException:
-                self._abandon(permit, reservation)
+                self._abandon(permit, reservation, cost)
                 raise
             else:
                 error = None
-                verdict = self.classifier.classify_result(result)
+                verdict = self._classifier.classify_result(result)
                 if verdict is SUCCESS:
-                    self._after_success(permit, reservation, result, started, attempt)
+                    if permit is not None and breaker is not None:
+                        breaker.record(permit, _SUCCESS, self._duration(started))
+                    if reservation is not None or attempt > 1:
+                        self._after_success(reservation, result, attempt)
                     return result
             finally:
                 if bulkhead is not None:
                     bulkhead.release()
-            delay = self._after_attempt(
-                verdict, error, permit, reservation, started, attempt, deadline, delay
-            )
+            delay = self._after_attempt(verdict, error, permit, started, attempt, deadline, delay)
             if delay is None:
                 if error is None:
                     return result
@@ -156,54 +213,57 @@ class Shield:
             if delay > 0.0:
                 clock.sleep(delay)
 
-    async def acall(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await `fn(*args, **kwargs)` through the shield, waiting by awaiting.
 
         With a `timeout`, each attempt is also cut off at the deadline.
         """
         clock = self._clock
-        deadline, cost = self._start(args, kwargs)
-        bulkhead = self.bulkhead
+        deadline, cost = self._start(args, kwargs) if self._per_call else _PLAIN
+        bulkhead = self._bulkhead
+        breaker = self._breaker
         attempt = 0
         delay: float | None = None
         error: BaseException | None = None
         while True:
             attempt += 1
-            permit, reservation = self._admit(cost, deadline, attempt, error)
+            permit, reservation = (
+                self._admit(cost, deadline, attempt, error) if self._gated else _UNGATED
+            )
             try:
                 if reservation is not None and reservation.delay > 0.0:
                     await clock.asleep(reservation.delay)
                 if bulkhead is not None and not bulkhead.try_acquire():
                     await bulkhead.aacquire(self._slot_wait(deadline))
             except BaseException:
-                self._abandon(permit, reservation)
+                self._abandon(permit, reservation, cost)
                 raise
-            started = clock.monotonic()
+            started = clock.monotonic() if self._timed else 0.0
             try:
                 if deadline == math.inf:
                     result = await fn(*args, **kwargs)
                 else:
-                    result = await asyncio.wait_for(fn(*args, **kwargs), deadline - started)
+                    left = deadline - clock.monotonic()
+                    result = await asyncio.wait_for(fn(*args, **kwargs), left)
             except Exception as exc:
                 error = exc
-                verdict = self.classifier.classify_error(exc)
+                verdict = self._classifier.classify_error(exc)
             except BaseException:
-                self._abandon(permit, reservation)
+                self._abandon(permit, reservation, cost)
                 raise
             else:
                 error = None
-                verdict = self.classifier.classify_result(result)
+                verdict = self._classifier.classify_result(result)
                 if verdict is SUCCESS:
-                    self._after_success(permit, reservation, result, started, attempt)
+                    if permit is not None and breaker is not None:
+                        breaker.record(permit, _SUCCESS, self._duration(started))
+                    if reservation is not None or attempt > 1:
+                        self._after_success(reservation, result, attempt)
                     return result
             finally:
                 if bulkhead is not None:
                     bulkhead.release()
-            delay = self._after_attempt(
-                verdict, error, permit, reservation, started, attempt, deadline, delay
-            )
+            delay = self._after_attempt(verdict, error, permit, started, attempt, deadline, delay)
             if delay is None:
                 if error is None:
                     return result
@@ -214,25 +274,29 @@ class Shield:
     # -- the decisions both drivers share --------------------------------------------------
 
     def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float, Cost]:
-        deadline = math.inf if self.timeout is None else self._clock.monotonic() + self.timeout
-        cost = 1 if self.cost is None else self.cost(*args, **kwargs)
-        if self.budget is not None:
-            self.budget.record_call()
+        deadline = math.inf if self._timeout is None else self._clock.monotonic() + self._timeout
+        cost = 1 if self._cost is None else self._cost(*args, **kwargs)
+        if self._budget is not None:
+            self._budget.record_call()
         return deadline, cost
 
     def _admit(
         self, cost: Cost, deadline: float, attempt: int, last_error: BaseException | None
     ) -> tuple[Permit | None, Reservation | None]:
-        """Breaker permission, then a rate permit; raises the refusal as a `ShieldError`."""
-        breaker = self.breaker
-        limiter = self.limiter
+        """Breaker permission, then a rate permit; raises the refusal as a `ShieldError`.
+
+        A permit available at once is taken with `try_acquire` (no reservation: None), unless
+        the call's usage will settle it; otherwise a reservation says how long to wait.
+        """
+        breaker = self._breaker
+        limiter = self._limiter
         permit = None
         try:
             if breaker is not None:
                 permit = breaker.acquire()
-            if limiter is None:
+            if limiter is None or (self._usage is None and limiter.try_acquire(cost)):
                 return permit, None
-            max_wait = self.max_wait
+            max_wait = self._max_wait
             if deadline != math.inf:
                 max_wait = min(max_wait, deadline - self._clock.monotonic())
             return permit, limiter.reserve(cost, max_wait)
@@ -245,32 +309,32 @@ class Shield:
             raise
 
     def _slot_wait(self, deadline: float) -> float | None:
+        """How long to wait for a bulkhead slot: its own `max_wait`, never past the deadline."""
         if deadline == math.inf:
             return None
-        assert self.bulkhead is not None
-        return max(0.0, min(self.bulkhead.max_wait, deadline - self._clock.monotonic()))
+        assert self._bulkhead is not None
+        return max(0.0, min(self._bulkhead.max_wait, deadline - self._clock.monotonic()))
 
-    def _abandon(self, permit: Permit | None, reservation: Reservation | None) -> None:
-        """The attempt never completed (cancelled or refused): give back what it holds."""
-        if permit is not None and self.breaker is not None:
-            self.breaker.release(permit)
-        if reservation is not None and self.limiter is not None:
-            self.limiter.cancel(reservation)
+    def _abandon(self, permit: Permit | None, reservation: Reservation | None, cost: Cost) -> None:
+        """The attempt never completed (cancelled or interrupted): give back what it holds."""
+        if permit is not None and self._breaker is not None:
+            self._breaker.release(permit)
+        if self._limiter is not None:
+            if reservation is None:
+                self._limiter.refund(cost)
+            else:
+                self._limiter.cancel(reservation)
 
-    def _after_success(
-        self,
-        permit: Permit | None,
-        reservation: Reservation | None,
-        result: Any,
-        started: float,
-        attempt: int,
-    ) -> None:
-        if permit is not None and self.breaker is not None:
-            self.breaker.record(permit, _SUCCESS, self._clock.monotonic() - started)
-        if self.usage is not None and reservation is not None and self.limiter is not None:
-            actual = self.usage(result)
+    def _duration(self, started: float) -> float:
+        """How long the call took, when the breaker cares (slow calls); 0.0 otherwise."""
+        return self._clock.monotonic() - started if self._timed else 0.0
+
+    def _after_success(self, reservation: Reservation | None, result: Any, attempt: int) -> None:
+        """Settle the rate reservation from the result's usage; tell of a success after retries."""
+        if self._usage is not None and reservation is not None and self._limiter is not None:
+            actual = self._usage(result)
             if actual is not None:
-                self.limiter.settle(reservation, actual)
+                self._limiter.settle(reservation, actual)
         if attempt > 1:
             self._emit(SUCCEEDED, attempt, None, _SUCCESS, None)
 
@@ -279,7 +343,6 @@ class Shield:
         verdict: Verdict,
         error: BaseException | None,
         permit: Permit | None,
-        reservation: Reservation | None,
         started: float,
         attempt: int,
         deadline: float,
@@ -289,21 +352,22 @@ class Shield:
 
         Returns the delay before the next attempt, or None to give up: the driver then raises
         `error` (noted here) or, for a rejected result, returns it. Raises the error the verdict
-        names instead, or `RateLimited` when the server's hint outlasts the deadline.
+        names instead, a `RateLimited` when the server's hint outlasts the deadline, or a
+        `CircuitOpen` when the breaker opened and would still be open after the delay.
         """
         now = self._clock.monotonic()
         outcome, hint, replacement = verdict
-        if permit is not None and self.breaker is not None:
-            self.breaker.record(permit, outcome, now - started)
-        if outcome is _THROTTLED and hint is not None and self.limiter is not None:
-            self.limiter.pause(hint)
+        if permit is not None and self._breaker is not None:
+            self._breaker.record(permit, outcome, self._duration(started))
+        if outcome is _THROTTLED and hint is not None and self._limiter is not None:
+            self._limiter.pause(hint)
             self._emit(THROTTLED, attempt, hint, outcome, error)
         if replacement is not None:
             self._emit(GAVE_UP, attempt, None, outcome, replacement)
             raise replacement from error
         if outcome is _IGNORED:
             return None
-        retry = self.retry
+        retry = self._retry
         if retry is None or attempt >= retry.max_attempts:
             self._give_up(error, attempt, outcome, "attempts used up")
             return None
@@ -323,8 +387,8 @@ class Shield:
         if delay is None:
             self._give_up(error, attempt, outcome, "deadline reached")
             return None
-        if self.breaker is not None:
-            open_for = self.breaker.retry_after
+        if self._breaker is not None:
+            open_for = self._breaker.retry_after
             if open_for is None or open_for > delay:
                 raise self._refuse(
                     CircuitOpen(
@@ -336,7 +400,7 @@ class Shield:
                     attempt,
                     outcome,
                 )
-        if self.budget is not None and not self.budget.try_spend():
+        if self._budget is not None and not self._budget.try_spend():
             self._give_up(error, attempt, outcome, "retry budget exhausted")
             return None
         self._emit(RETRY, attempt, delay, outcome, error)
@@ -368,6 +432,6 @@ class Shield:
 
     def __repr__(self) -> str:
         return (
-            f"Shield(name={self.name!r}, limiter={self.limiter!r}, breaker={self.breaker!r}, "
-            f"retry={self.retry!r}, bulkhead={self.bulkhead!r})"
+            f"Shield(name={self.name!r}, limiter={self._limiter!r}, "
+            f"breaker={self._breaker!r}, retry={self._retry!r}, bulkhead={self._bulkhead!r})"
         )

@@ -600,3 +600,17 @@ def test_levels_follow_a_token_model_and_no_refund_is_lost(
     clock.advance(model.time_to_fill() + 1)
     assert limiter.available == CAPACITIES[0]
     assert list(limiter.levels().values()) == list(CAPACITIES)
+
+
+def test_refund_gives_back_a_cost_taken_by_try_acquire() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(10, 60), Limit(1000, 60, unit="tokens")], clock=clock)
+    cost = {"requests": 1, "tokens": 300}
+    assert limiter.try_acquire(cost)
+    assert limiter.levels() == {"10/60s requests": 9.0, "1000/60s tokens": 700.0}
+    limiter.refund(cost)
+    assert limiter.levels() == {"10/60s requests": 10.0, "1000/60s tokens": 1000.0}
+    limiter.refund(cost)  # more than was taken: the level stays at capacity
+    assert limiter.levels() == {"10/60s requests": 10.0, "1000/60s tokens": 1000.0}
+    with pytest.raises(ValueError, match="refund"):
+        limiter.refund(-1)
