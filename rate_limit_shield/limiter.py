@@ -174,30 +174,7 @@ class Limiter:
 
     def try_acquire(self, cost: Cost = 1) -> bool:
         """Take `cost` now from every limit, or take nothing and return False. Never waits."""
-        if (type(cost) is int or type(cost) is float) and 0 <= cost <= self._fast_capacity:
-            increment = cost * self._fast_interval
-            lock = self._lock
-            lock.acquire()  # explicit, not `with`: measurably cheaper on this hot path
-            try:
-                now = self._monotonic()
-                tats = self._tats
-                tat = tats[0]
-                if tat < now:
-                    tat = now
-                tat += increment
-                if tat - now - self._fast_tau > _ROUNDING or now < self._paused_until:
-                    return False
-                tats[0] = tat
-                return True
-            finally:
-                lock.release()
-        increments = self._increments(cost)
-        with self._lock:
-            tats, wait = self._plan(increments, self._monotonic())
-            if wait > _ROUNDING:
-                return False
-            self._tats = tats
-            return True
+        return self._take(cost, 0.0)[1] == 0.0
 
     def reserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
         """Commit `cost` on every limit if the wait for it is at most `max_wait`.
@@ -206,46 +183,10 @@ class Limiter:
         negative `max_wait` (a deadline already past) refuses even an immediate permit.
         Later reservations are never ready before earlier ones.
         """
-        if (
-            (type(cost) is int or type(cost) is float)
-            and 0 <= cost <= self._fast_capacity
-            and max_wait >= 0.0
-        ):
-            increment = cost * self._fast_interval
-            lock = self._lock
-            lock.acquire()
-            try:
-                now = self._monotonic()
-                tats = self._tats
-                tat = tats[0]
-                if tat < now:
-                    tat = now
-                tat += increment
-                wait = tat - now - self._fast_tau
-                if wait <= _ROUNDING and now >= self._paused_until:
-                    tats[0] = tat
-                    return Reservation(self, now, 0.0, increment)
-                paused = self._paused_until - now
-                if paused > wait:
-                    wait = paused
-                if wait <= max_wait:
-                    tats[0] = tat
-                    return Reservation(self, now + wait, wait, increment)
-            finally:
-                lock.release()
-            raise self._refusal(wait)
         if max_wait != max_wait:
             raise ValueError(f"max_wait must be a number of seconds, got {max_wait!r}")
-        increments = self._increments(cost)
-        with self._lock:
-            now = self._monotonic()
-            tats, wait = self._plan(increments, now)
-            if wait <= _ROUNDING:
-                wait = 0.0
-            granted = wait <= max_wait
-            if granted:
-                self._tats = tats
-        if not granted:
+        now, wait, increments = self._take(cost, max_wait)
+        if wait > max_wait:
             raise self._refusal(wait)
         return Reservation(self, now + wait, wait, increments)
 
@@ -260,9 +201,7 @@ class Limiter:
         """
         increments = self._increments(cost, name="refund", check_capacity=False)
         with self._lock:
-            tats = self._tats
-            for index, increment in enumerate(increments):
-                tats[index] -= increment  # max(tat, now) keeps the level within capacity
+            self._shift_locked([-increment for increment in increments])
 
     def settle(self, reservation: Reservation, actual: Cost) -> None:
         """Replace the reserved cost by the `actual` one: refund the excess, or charge the debt.
@@ -373,6 +312,46 @@ class Limiter:
             for capacity, interval, tat in zip(self._capacities, self._intervals, tats, strict=True)
         ]
 
+    def _take(
+        self, cost: Cost, max_wait: float
+    ) -> tuple[float, float, float | tuple[float, ...]]:
+        """Commit `cost` if the wait for it is at most `max_wait`: (now, wait, increments).
+
+        `wait` is 0.0 for a permit available now; nothing is taken when it exceeds `max_wait`.
+        One limit and a number cost take a branch of their own: it is the hot path.
+        """
+        if (type(cost) is int or type(cost) is float) and 0 <= cost <= self._fast_capacity:
+            increment = cost * self._fast_interval
+            lock = self._lock
+            lock.acquire()  # explicit, not `with`: measurably cheaper on this hot path
+            try:
+                now = self._monotonic()
+                tats = self._tats
+                tat = tats[0]
+                if tat < now:
+                    tat = now
+                tat += increment
+                wait = tat - now - self._fast_tau
+                paused = self._paused_until - now
+                if paused > wait:
+                    wait = paused
+                if wait <= _ROUNDING:
+                    wait = 0.0
+                if wait <= max_wait:
+                    tats[0] = tat
+                return now, wait, increment
+            finally:
+                lock.release()
+        increments = self._increments(cost)
+        with self._lock:
+            now = self._monotonic()
+            tats, wait = self._plan(increments, now)
+            if wait <= _ROUNDING:
+                wait = 0.0
+            if wait <= max_wait:
+                self._tats = tats
+        return now, wait, increments
+
     def _plan(self, increments: tuple[float, ...], now: float) -> tuple[list[float], float]:
         """The limits' next `tat`s if `increments` were taken now, and the wait before it may go."""
         tats = self._tats[:]
@@ -396,14 +375,17 @@ class Limiter:
             reservation._increments = None
             if not isinstance(reserved, tuple):
                 reserved = (reserved,)
-            now = self._monotonic()
-            tats = self._tats
-            for index, (was, now_is) in enumerate(zip(reserved, actual, strict=False)):
-                change = now_is - was
-                if change < 0.0:
-                    tats[index] += change  # max(tat, now) keeps the level within capacity
-                elif change > 0.0:
-                    tats[index] = max(tats[index], now) + change
+            self._shift_locked(map(operator.sub, actual, reserved))
+
+    def _shift_locked(self, changes: Iterable[float]) -> None:
+        """Move each limit's schedule by a change in seconds: back to refund, on to charge."""
+        now = self._monotonic()
+        tats = self._tats
+        for index, change in enumerate(changes):
+            if change < 0.0:
+                tats[index] += change  # max(tat, now) keeps the level within capacity
+            elif change > 0.0:
+                tats[index] = max(tats[index], now) + change
 
     def _refusal(self, wait: float) -> RateLimited:
         limits = ", ".join(map(str, self.limits))
