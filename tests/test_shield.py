@@ -7,6 +7,8 @@ import math
 
 import freezegun
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rate_limit_shield.breaker import CircuitBreaker, State
 from rate_limit_shield.bulkhead import Bulkhead
@@ -476,3 +478,135 @@ def test_works_under_freezegun():
             shield.call(lambda: 2)
         frozen.tick(1.0)
         assert shield.call(lambda: 3) == 3
+
+
+# -- real concurrency through the whole pipeline ---------------------------------------------
+
+
+def test_threads_through_one_shield_respect_rate_and_concurrency():
+    import threading
+    import time
+
+    limiter = TokenBucket(5, 100.0)
+    bulkhead = Bulkhead(3, max_wait=5.0)
+    shield = Shield(limiter, CircuitBreaker(5, 30), RetryPolicy(2, 0.0), bulkhead=bulkhead)
+    lock = threading.Lock()
+    in_flight = peak = admitted = 0
+
+    def work() -> None:
+        nonlocal in_flight, peak, admitted
+        with lock:
+            in_flight += 1
+            admitted += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.002)
+        with lock:
+            in_flight -= 1
+
+    start = time.monotonic()
+    stop = start + 0.5
+
+    def worker() -> None:
+        while time.monotonic() < stop:
+            shield.call(work)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    elapsed = time.monotonic() - start
+    assert peak <= 3
+    assert admitted <= 5 + 100.0 * elapsed + 1
+    assert admitted >= 10  # it did make progress
+    assert bulkhead.in_flight == 0
+
+
+def test_tasks_through_one_shield_respect_rate_and_concurrency():
+    import time
+
+    limiter = TokenBucket(5, 100.0)
+    bulkhead = Bulkhead(3, max_wait=5.0)
+    shield = Shield(limiter, CircuitBreaker(5, 30), RetryPolicy(2, 0.0), bulkhead=bulkhead)
+    in_flight = peak = admitted = 0
+
+    async def work() -> None:
+        nonlocal in_flight, peak, admitted
+        in_flight += 1
+        admitted += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.002)
+        in_flight -= 1
+
+    async def scenario() -> float:
+        start = time.monotonic()
+        stop = start + 0.5
+
+        async def worker() -> None:
+            while time.monotonic() < stop:
+                await shield.acall(work)
+
+        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(16))), 30)
+        return time.monotonic() - start
+
+    elapsed = run(scenario())
+    assert peak <= 3
+    assert admitted <= 5 + 100.0 * elapsed + 1
+    assert admitted >= 10
+    assert bulkhead.in_flight == 0
+
+
+# -- property: whatever the provider does, the shield keeps its promises ---------------------
+
+
+@given(
+    script=st.lists(
+        st.sampled_from(["ok", "fail", "ignored"]) | st.floats(min_value=0.0, max_value=50.0),
+        min_size=1,
+        max_size=12,
+    ),
+    timeout=st.none() | st.floats(min_value=0.5, max_value=60.0),
+    attempts=st.integers(min_value=1, max_value=8),
+    backoff=st.sampled_from(["full", "equal", "decorrelated", "constant", "none"]),
+)
+@settings(max_examples=200, deadline=None)
+def test_every_call_returns_or_raises_within_its_deadline(script, timeout, attempts, backoff):
+    clock = FakeClock()
+    limiter = TokenBucket(100, 10.0, clock=clock)
+    shield = Shield(
+        limiter,
+        CircuitBreaker(3, 5.0, clock=clock),
+        RetryPolicy(attempts, 0.5, 8.0, backoff=backoff),
+        timeout=timeout,
+        clock=clock,
+        classifier=DefaultClassifier(ignore=KeyError),
+    )
+    calls = 0
+
+    def provider() -> str:
+        nonlocal calls
+        step = script[min(calls, len(script) - 1)]
+        calls += 1
+        if step == "fail":
+            raise Boom("503")
+        if step == "ignored":
+            raise KeyError("400")
+        if isinstance(step, float):
+            raise RateLimited("429", retry_after=step)
+        return "ok"
+
+    try:
+        outcome: object = shield.call(provider)
+    except (Boom, KeyError, RateLimited, CircuitOpen) as error:
+        outcome = error
+    assert calls <= attempts
+    if timeout is not None:
+        assert clock.monotonic() < timeout  # never slept past the deadline
+    if outcome == "ok":
+        assert script[min(calls, len(script)) - 1] == "ok"
+    elif isinstance(outcome, KeyError):
+        assert script[min(calls, len(script)) - 1] == "ignored" and calls >= 1
+    # Nothing was charged beyond the requests sent, and nothing stays held or in debt.
+    assert 100.0 - calls <= limiter.available <= 100.0
+    clock.advance(10.0)
+    assert limiter.available == 100.0
