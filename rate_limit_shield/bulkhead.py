@@ -1,12 +1,15 @@
 """How many calls may be in flight at once.
 
-A bulkhead keeps one slow or failing model from tying up every worker. It is a counter under a
-lock while a slot is free; once it is full, callers queue in FIFO order and `release` hands its
-slot straight to the oldest of them, so a freed slot can never be taken by a newcomer that
-jumped the queue. Threads and asyncio tasks share the one queue: a thread waits on a lock of
-its own, a task on a future of its own loop, woken with `call_soon_threadsafe` because the
-release may come from any thread. Waits are real waits for other calls to finish, not for time
-to pass, so they use threading and asyncio primitives rather than the clock.
+A bulkhead keeps one slow or failing model from tying up every worker. While a slot is free it
+costs no lock: free slots are tokens in a list, and `list.pop` / `list.append` are atomic.
+Once it is full, callers queue in FIFO order (under a lock) and `release` hands its slot
+straight to the oldest of them. The one race of the lock-free path, a release whose token lands
+just as a waiter queues, is closed from both sides: a waiter queues itself *before* looking for
+a token once more, and a release looks for waiters once more *after* putting its token back.
+Threads and asyncio tasks share the one queue: a thread waits on a lock of its own, a task on a
+future of its own loop, woken with `call_soon_threadsafe` because the release may come from any
+thread. Waits are real waits for other calls to finish, not for time to pass, so they use
+threading and asyncio primitives rather than the clock.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ class Bulkhead:
     for other calls, so it is not read.
     """
 
-    __slots__ = ("_in_flight", "_lock", "_max_concurrent", "_max_wait", "_waiters", "clock", "name")
+    __slots__ = ("_free", "_lock", "_max_concurrent", "_max_wait", "_waiters", "clock", "name")
 
     def __init__(
         self,
@@ -109,7 +112,7 @@ class Bulkhead:
         self._max_wait = _check_seconds("max_wait", max_wait)
         self._max_concurrent = max_concurrent
         self._lock = threading.Lock()
-        self._in_flight = 0
+        self._free = [None] * max_concurrent  # one token per free slot
         self._waiters: deque[_Waiter] = deque()
         self.name = name
         self.clock = clock if clock is not None else SYSTEM_CLOCK
@@ -125,26 +128,21 @@ class Bulkhead:
     @property
     def in_flight(self) -> int:
         """Slots taken, including slots handed to waiters that have not resumed yet."""
-        return self._in_flight
+        return self._max_concurrent - len(self._free)
 
     @property
     def waiting(self) -> int:
         return len(self._waiters)
 
     def try_acquire(self) -> bool:
-        """Take a slot if one is free; never waits."""
-        # Waiters exist only while every slot is taken (release hands slots over directly),
-        # so a free slot means nobody is queued and the queue need not be looked at.
-        # Explicit acquire + try/finally: as safe as `with` and measurably cheaper here.
-        lock = self._lock
-        lock.acquire()
-        try:
-            if self._in_flight < self._max_concurrent:
-                self._in_flight += 1
-                return True
+        """Take a slot if one is free and nobody is queued for it; never waits."""
+        if self._waiters:
             return False
-        finally:
-            lock.release()
+        try:
+            self._free.pop()
+        except IndexError:
+            return False
+        return True
 
     def acquire(self, timeout: float | None = None) -> None:
         """Take a slot, blocking this thread at most `timeout` (default `max_wait`) seconds.
@@ -203,45 +201,65 @@ class Bulkhead:
 
         Raises `RuntimeError` when no slot is taken (more releases than acquires).
         """
+        if self._waiters:
+            self._hand_over(own_slot=True)
+            return
+        free = self._free
+        free.append(None)
+        if len(free) > self._max_concurrent:
+            free.pop()
+            raise RuntimeError(f"Bulkhead {self.name!r} released more often than acquired")
+        if self._waiters:  # one queued between our look and our token: it must not be left
+            self._hand_over(own_slot=False)
+
+    def _hand_over(self, *, own_slot: bool) -> None:
+        """Hand a slot to the oldest waiter: the caller's own, or (if not) a free token."""
         lock = self._lock
         while True:
-            lock.acquire()
-            try:
+            with lock:
                 waiters = self._waiters
-                if not waiters:
-                    if self._in_flight == 0:
-                        raise RuntimeError(
-                            f"Bulkhead {self.name!r} released more often than acquired"
-                        )
-                    self._in_flight -= 1
+                if not own_slot:
+                    if not waiters:
+                        return
+                    try:
+                        self._free.pop()
+                    except IndexError:  # a newcomer took it; its release will hand over
+                        return
+                elif not waiters:  # the waiters left meanwhile: the slot is free again
+                    self._free.append(None)
                     return
                 waiter = waiters.popleft()
                 waiter.state = _GRANTED
-            finally:
-                lock.release()
             if waiter.wake():  # outside the lock: waking a loop may take a syscall
                 return
             with lock:  # its loop is closed: unless it gave the slot back itself, pass it on
                 if waiter.state != _GRANTED:
                     return
                 waiter.state = _GONE
+            own_slot = True
 
     def snapshot(self) -> dict[str, int | float]:
         with self._lock:
             return {
                 "max_concurrent": self._max_concurrent,
-                "in_flight": self._in_flight,
+                "in_flight": self._max_concurrent - len(self._free),
                 "waiting": len(self._waiters),
             }
 
     def _queue(self, waiter: _Waiter) -> bool:
-        """Queue `waiter`; False if a slot freed up meanwhile and was taken instead."""
+        """Queue `waiter`; False if a slot freed up meanwhile and was taken instead.
+
+        Queued first, then one more look for a token: a release that put its token back just
+        before is then sure to see this waiter, or this waiter to see its token.
+        """
         with self._lock:
-            if self._in_flight < self._max_concurrent:
-                self._in_flight += 1
-                return False
             self._waiters.append(waiter)
-            return True
+            try:
+                self._free.pop()
+            except IndexError:
+                return True
+            self._waiters.pop()  # itself: only this lock's holders append
+            return False
 
     def _withdraw(self, waiter: _Waiter) -> bool:
         """Take a waiter that stopped waiting out of the queue; True if it owns a slot now.
@@ -264,5 +282,5 @@ class Bulkhead:
     def __repr__(self) -> str:
         return (
             f"Bulkhead(name={self.name!r}, max_concurrent={self._max_concurrent}, "
-            f"max_wait={self._max_wait!r}, in_flight={self._in_flight}, waiting={self.waiting})"
+            f"max_wait={self._max_wait!r}, in_flight={self.in_flight}, waiting={self.waiting})"
         )

@@ -566,3 +566,63 @@ def test_infinite_wait_is_allowed() -> None:
 
     asyncio.run(main())
     assert bulkhead.snapshot() == {"max_concurrent": 1, "in_flight": 1, "waiting": 0}
+
+
+def test_a_waiter_queuing_during_a_release_is_still_woken() -> None:
+    # The lock-free path's one race, forced: a thread queues for a slot exactly between the
+    # release's look at the queue (empty) and its putting the token back.
+    bulkhead = Bulkhead(1, max_wait=math.inf)
+    assert bulkhead.try_acquire()
+    granted = threading.Event()
+
+    def waiter() -> None:
+        bulkhead.acquire()
+        granted.set()
+
+    class RacingTokens(list):  # type: ignore[type-arg]
+        def append(self, token: object) -> None:
+            threading.Thread(target=waiter, daemon=True).start()
+            deadline = time.monotonic() + 10
+            while bulkhead.waiting == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)  # until the thread is queued, not for time to pass
+            assert bulkhead.waiting == 1
+            super().append(token)
+
+    bulkhead._free = RacingTokens(bulkhead._free)  # type: ignore[assignment]
+    bulkhead.release()
+    assert granted.wait(10), "the waiter was never woken: a lost wake-up"
+    assert bulkhead.in_flight == 1
+    assert bulkhead.waiting == 0
+
+
+def test_a_release_during_a_waiter_queuing_still_wakes_it() -> None:
+    # The same race from the other side: the release runs while the waiter, queuing, looks for
+    # a token one last time and finds none.
+    bulkhead = Bulkhead(1, max_wait=math.inf)
+    assert bulkhead.try_acquire()
+    granted = threading.Event()
+    misses = 0
+
+    class RacingTokens(list):  # type: ignore[type-arg]
+        def pop(self, index: int = -1) -> object:
+            nonlocal misses
+            if threading.current_thread() is not waiter or self:
+                return super().pop(index)
+            misses += 1
+            if misses == 2:  # try_acquire missed; now _queue misses: release right here
+                releaser = threading.Thread(target=bulkhead.release, daemon=True)
+                releaser.start()
+                releaser.join(0.5)  # it may block on the bulkhead's lock, held by _queue
+            raise IndexError("pop from empty list")
+
+    def wait_for_slot() -> None:
+        bulkhead.acquire()
+        granted.set()
+
+    bulkhead._free = RacingTokens(bulkhead._free)  # type: ignore[assignment]
+    waiter = threading.Thread(target=wait_for_slot, daemon=True)
+    waiter.start()
+    assert granted.wait(10), "the waiter was never woken: a lost wake-up"
+    assert misses == 2
+    assert bulkhead.in_flight == 1
+    assert bulkhead.waiting == 0
