@@ -58,8 +58,14 @@ def main() -> None:
         name="fake-gpt",
         on_event=report,
     )
-    for prompt in ["quarterly report", "release notes", "incident review", "design doc",
-                   "roadmap", "postmortem"]:
+    for prompt in [
+        "quarterly report",
+        "release notes",
+        "incident review",
+        "design doc",
+        "roadmap",
+        "postmortem",
+    ]:
         print(f"call: summarize {prompt!r}")
         started = time.monotonic()
         try:

@@ -312,9 +312,7 @@ class Limiter:
             for capacity, interval, tat in zip(self._capacities, self._intervals, tats, strict=True)
         ]
 
-    def _take(
-        self, cost: Cost, max_wait: float
-    ) -> tuple[float, float, float | tuple[float, ...]]:
+    def _take(self, cost: Cost, max_wait: float) -> tuple[float, float, float | tuple[float, ...]]:
         """Commit `cost` if the wait for it is at most `max_wait`: (now, wait, increments).
 
         `wait` is 0.0 for a permit available now; nothing is taken when it exceeds `max_wait`.

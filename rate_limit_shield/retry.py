@@ -71,9 +71,7 @@ class RetryPolicy:
         self.base_delay = _positive("base_delay", base_delay, zero_ok=True)
         self.max_delay = _positive("max_delay", max_delay, zero_ok=True)
         if self.max_delay < self.base_delay:
-            raise ValueError(
-                f"max_delay ({max_delay!r}) must be >= base_delay ({base_delay!r})"
-            )
+            raise ValueError(f"max_delay ({max_delay!r}) must be >= base_delay ({base_delay!r})")
         self.multiplier = _positive("multiplier", multiplier)
         if self.multiplier < 1:
             raise ValueError(f"multiplier must be >= 1, got {multiplier!r}")
