@@ -10,7 +10,9 @@ verdict: breaker record, limiter settle or pause, events, and the retry decision
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -36,9 +38,12 @@ _UNGATED: tuple[Permit | None, Reservation | None] = (None, None)  # no breaker,
 
 
 def _add_note(error: BaseException, note: str) -> None:
-    add_note = getattr(error, "add_note", None)  # Python >= 3.11
-    if add_note is not None:
-        add_note(note)
+    """PEP 678 `add_note`, or on Python 3.10 the same `__notes__` list it would have made."""
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+        return
+    with contextlib.suppress(AttributeError):  # an exception class that refuses attributes
+        error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
 
 
 class Shield:
