@@ -299,6 +299,10 @@ class Limiter:
             left = self._paused_until - self._monotonic()
         return left if left > 0.0 else 0.0
 
+    def snapshot(self) -> dict[str, object]:
+        """Tokens left per limit and the pause left, for logs, metrics and debugging."""
+        return {"name": self.name, "levels": self.levels(), "paused_for": self.paused_for}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self.limits)!r}, name={self.name!r})"
 

@@ -165,6 +165,19 @@ class Shield:
         """Longest wait for a rate permit, in seconds."""
         return self._max_wait
 
+    def snapshot(self) -> dict[str, object]:
+        """What each part holds now: rate levels, breaker state and counts, slots, budget."""
+        parts = {
+            "limiter": self._limiter,
+            "breaker": self._breaker,
+            "bulkhead": self._bulkhead,
+            "budget": self._budget,
+        }
+        return {"name": self.name} | {
+            part: None if primitive is None else primitive.snapshot()
+            for part, primitive in parts.items()
+        }
+
     # -- the two drivers -------------------------------------------------------------------
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -610,3 +610,34 @@ def test_every_call_returns_or_raises_within_its_deadline(script, timeout, attem
     assert 100.0 - calls <= limiter.available <= 100.0
     clock.advance(10.0)
     assert limiter.available == 100.0
+
+
+def test_snapshot_shows_what_each_part_holds(clock):
+    shield = make(
+        clock,
+        bucket=TokenBucket(10, 1, clock=clock, name="gpt-4o"),
+        breaker=CircuitBreaker(3, 30, clock=clock),
+        bulkhead=Bulkhead(4),
+        budget=RetryBudget(clock=clock),
+        name="gpt-4o",
+    )
+    shield.call(Flaky(1))
+    shield.limiter.pause(2.0)
+    snap = shield.snapshot()
+    assert snap["name"] == "gpt-4o"
+    assert snap["limiter"] == {
+        "name": "gpt-4o",
+        "levels": {"1/1s requests burst 10": pytest.approx(8 + clock.slept)},
+        "paused_for": 2.0,
+    }
+    assert snap["breaker"]["state"] is State.CLOSED
+    assert snap["breaker"]["consecutive_failures"] == 0
+    assert snap["bulkhead"] == {"max_concurrent": 4, "in_flight": 0, "waiting": 0}
+    assert snap["budget"]["calls"] == 1 and snap["budget"]["retries"] == 1
+    assert Shield().snapshot() == {
+        "name": "",
+        "limiter": None,
+        "breaker": None,
+        "bulkhead": None,
+        "budget": None,
+    }
