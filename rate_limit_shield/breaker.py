@@ -49,6 +49,8 @@ _PROBES_BUSY_RETRY_AFTER = 1.0  # hint when every probe slot is taken (capped by
 
 
 class State(str, enum.Enum):
+    """A breaker's state; each is also its string ("closed", "open", "half_open")."""
+
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
