@@ -7,6 +7,16 @@ from importlib.metadata import PackageNotFoundError, version
 from .breaker import CircuitBreaker, Permit, State
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock, SystemClock
+from .decorators import (
+    breaker,
+    bulkhead,
+    disable,
+    enable,
+    is_enabled,
+    rate_limited,
+    retry,
+    shielded,
+)
 from .errors import (
     BulkheadFull,
     CircuitOpen,
@@ -18,6 +28,15 @@ from .errors import (
 from .events import Event
 from .limiter import Cost, Limit, Limiter, Reservation, TokenBucket
 from .outcome import Classifier, DefaultClassifier, Outcome, Verdict
+from .policy import Policy
+from .registry import (
+    Key,
+    LLMShield,
+    Registry,
+    configure,
+    configure_from_file,
+    default_registry,
+)
 from .retry import RetryBudget, RetryPolicy
 from .shield import Shield
 
@@ -28,6 +47,21 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 __all__ = [
     "__version__",
+    "shielded",
+    "rate_limited",
+    "breaker",
+    "retry",
+    "bulkhead",
+    "disable",
+    "enable",
+    "is_enabled",
+    "configure",
+    "configure_from_file",
+    "default_registry",
+    "Policy",
+    "Registry",
+    "Key",
+    "LLMShield",
     "Clock",
     "SystemClock",
     "SYSTEM_CLOCK",

@@ -6,6 +6,9 @@ where there is one, the exception that caused it, so that callers can back off p
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 __all__ = [
     "ShieldError",
     "RateLimited",
@@ -71,3 +74,12 @@ class ConfigError(ShieldError, ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """PEP 678 `add_note`, or on Python 3.10 the same `__notes__` list it would have made."""
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+        return
+    with contextlib.suppress(AttributeError):  # an exception class that refuses attributes
+        error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]

@@ -12,7 +12,16 @@ from typing import NamedTuple
 
 from .outcome import Outcome
 
-__all__ = ["Event", "Listener", "RETRY", "GAVE_UP", "REJECTED", "THROTTLED", "SUCCEEDED"]
+__all__ = [
+    "Event",
+    "Listener",
+    "RETRY",
+    "GAVE_UP",
+    "REJECTED",
+    "THROTTLED",
+    "SUCCEEDED",
+    "FALLBACK",
+]
 
 logger = logging.getLogger("rate_limit_shield")
 
@@ -21,6 +30,7 @@ GAVE_UP = "gave_up"  # an attempt failed and no other follows; `error` is what i
 REJECTED = "rejected"  # the shield refused the call (rate limit, open circuit, full bulkhead)
 THROTTLED = "throttled"  # the server throttled: the key pauses for `delay` seconds
 SUCCEEDED = "succeeded"  # an attempt succeeded after earlier attempts failed
+FALLBACK = "fallback"  # `key` refused the call (`error`); it is made again with `fallback`
 
 
 class Event(NamedTuple):
@@ -30,6 +40,7 @@ class Event(NamedTuple):
     delay: float | None = None
     outcome: Outcome | None = None
     error: BaseException | None = None
+    fallback: str | None = None
 
 
 Listener = Callable[[Event], None]

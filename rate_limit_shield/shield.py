@@ -10,20 +10,29 @@ verdict: breaker record, limiter settle or pause, events, and the retry decision
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, ParamSpec, TypeVar, cast
 
 from .breaker import CircuitBreaker, Permit
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import CircuitOpen, RateLimited, ShieldError
+from .errors import CircuitOpen, RateLimited, ShieldError, add_note
 from .events import GAVE_UP, REJECTED, RETRY, SUCCEEDED, THROTTLED, Event, Listener, emit
 from .limiter import Cost, Limiter, Reservation
 from .outcome import SUCCESS, Classifier, DefaultClassifier, Outcome, Verdict
 from .retry import RetryBudget, RetryPolicy
+from .stream import (
+    ASYNC,
+    END,
+    KINDS,
+    SYNC,
+    GuardedAsyncStream,
+    GuardedStream,
+    afirst_item,
+    first_item,
+    kind_of,
+)
 
 __all__ = ["Shield"]
 
@@ -35,15 +44,6 @@ _IGNORED = Outcome.IGNORED
 _THROTTLED = Outcome.THROTTLED
 _PLAIN: tuple[float, Cost] = (math.inf, 1)  # no deadline, a cost of one request
 _UNGATED: tuple[Permit | None, Reservation | None] = (None, None)  # no breaker, no limiter
-
-
-def _add_note(error: BaseException, note: str) -> None:
-    """PEP 678 `add_note`, or on Python 3.10 the same `__notes__` list it would have made."""
-    if sys.version_info >= (3, 11):
-        error.add_note(note)
-        return
-    with contextlib.suppress(AttributeError):  # an exception class that refuses attributes
-        error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
 
 
 class Shield:
@@ -203,8 +203,16 @@ class Shield:
                 self._abandon(permit, reservation, cost)
                 raise
             started = clock.monotonic() if self._timed else 0.0
+            held = False
             try:
                 result = fn(*args, **kwargs)
+                if (KINDS.get(type(result)) or kind_of(type(result))) is SYNC:
+                    first = first_item(cast(Iterator[Any], result))
+                    if first is not END:
+                        held = True
+                        return self._hold(
+                            GuardedStream, result, first, permit, reservation, started, attempt
+                        )
             except Exception as exc:
                 error = exc
                 verdict = self._classifier.classify_error(exc)
@@ -221,7 +229,7 @@ class Shield:
                         self._after_success(reservation, result, attempt)
                     return result
             finally:
-                if bulkhead is not None:
+                if bulkhead is not None and not held:
                     bulkhead.release()
             delay = self._after_attempt(verdict, error, permit, started, attempt, deadline, delay)
             if delay is None:
@@ -257,12 +265,24 @@ class Shield:
                 self._abandon(permit, reservation, cost)
                 raise
             started = clock.monotonic() if self._timed else 0.0
+            held = False
             try:
                 if deadline == math.inf:
                     result = await fn(*args, **kwargs)
                 else:
-                    left = deadline - clock.monotonic()
-                    result = await asyncio.wait_for(fn(*args, **kwargs), left)
+                    result = await asyncio.wait_for(fn(*args, **kwargs), self._left(deadline))
+                if (KINDS.get(type(result)) or kind_of(type(result))) is ASYNC:
+                    first = afirst_item(cast(AsyncIterator[Any], result))
+                    first = await (
+                        first
+                        if deadline == math.inf
+                        else asyncio.wait_for(first, self._left(deadline))
+                    )
+                    if first is not END:
+                        held = True
+                        return self._hold(
+                            GuardedAsyncStream, result, first, permit, reservation, started, attempt
+                        )
             except Exception as exc:
                 error = exc
                 verdict = self._classifier.classify_error(exc)
@@ -279,7 +299,7 @@ class Shield:
                         self._after_success(reservation, result, attempt)
                     return result
             finally:
-                if bulkhead is not None:
+                if bulkhead is not None and not held:
                     bulkhead.release()
             delay = self._after_attempt(verdict, error, permit, started, attempt, deadline, delay)
             if delay is None:
@@ -343,6 +363,62 @@ class Shield:
             else:
                 self._limiter.cancel(reservation)
 
+    def _left(self, deadline: float) -> float:
+        return deadline - self._clock.monotonic()
+
+    def _hold(
+        self,
+        guard: type[GuardedStream] | type[GuardedAsyncStream],
+        stream: T,
+        first: Any,
+        permit: Permit | None,
+        reservation: Reservation | None,
+        started: float,
+        attempt: int,
+    ) -> T:
+        """Hand a stream that delivered its first item to a guard holding the permit and slot.
+
+        The call's duration, for slow-call accounting, is the wait for the first item.
+        """
+        duration = self._duration(started)
+
+        def on_end(error: BaseException | None, last: Any) -> BaseException | None:
+            return self._end_stream(permit, reservation, attempt, duration, error, last)
+
+        return cast(T, guard(stream, first, on_end))
+
+    def _end_stream(
+        self,
+        permit: Permit | None,
+        reservation: Reservation | None,
+        attempt: int,
+        duration: float,
+        error: BaseException | None,
+        last: Any,
+    ) -> BaseException | None:
+        """A held stream ended: release its slot and record it. An error is never retried now,
+        since items already reached the caller. Returns an error to raise instead, if any."""
+        breaker = self._breaker
+        if self._bulkhead is not None:
+            self._bulkhead.release()
+        if error is None:
+            if permit is not None and breaker is not None:
+                breaker.record(permit, _SUCCESS, duration)
+            if reservation is not None or attempt > 1:
+                self._after_success(reservation, last, attempt)
+            return None
+        if not isinstance(error, Exception):  # interrupted: no verdict on the provider
+            if permit is not None and breaker is not None:
+                breaker.release(permit)
+            return None
+        outcome, hint, replacement = self._classifier.classify_error(error)
+        if permit is not None and breaker is not None:
+            breaker.record(permit, outcome, duration)
+        self._throttled(outcome, hint, attempt, error)
+        raised = replacement if replacement is not None else error
+        self._give_up(raised, attempt, outcome, "the stream failed after delivering items")
+        return replacement
+
     def _duration(self, started: float) -> float:
         """How long the call took, when the breaker cares (slow calls); 0.0 otherwise."""
         return self._clock.monotonic() - started if self._timed else 0.0
@@ -377,9 +453,7 @@ class Shield:
         outcome, hint, replacement = verdict
         if permit is not None and self._breaker is not None:
             self._breaker.record(permit, outcome, self._duration(started))
-        if outcome is _THROTTLED and hint is not None and self._limiter is not None:
-            self._limiter.pause(hint)
-            self._emit(THROTTLED, attempt, hint, outcome, error)
+        self._throttled(outcome, hint, attempt, error)
         if replacement is not None:
             self._emit(GAVE_UP, attempt, None, outcome, replacement)
             raise replacement from error
@@ -424,12 +498,20 @@ class Shield:
         self._emit(RETRY, attempt, delay, outcome, error)
         return delay
 
+    def _throttled(
+        self, outcome: Outcome, hint: float | None, attempt: int, error: BaseException | None
+    ) -> None:
+        """The server throttled with a hint: pause the key for every caller."""
+        if outcome is _THROTTLED and hint is not None and self._limiter is not None:
+            self._limiter.pause(hint)
+            self._emit(THROTTLED, attempt, hint, outcome, error)
+
     def _give_up(
         self, error: BaseException | None, attempt: int, outcome: Outcome, reason: str
     ) -> None:
         """No further attempt: note why on the error the driver will raise."""
         if error is not None:
-            _add_note(error, f"rate-limit-shield: gave up after {attempt} attempt(s): {reason}")
+            add_note(error, f"rate-limit-shield: gave up after {attempt} attempt(s): {reason}")
         self._emit(GAVE_UP, attempt, None, outcome, error)
 
     def _refuse(self, refusal: ShieldError, attempt: int, outcome: Outcome) -> ShieldError:

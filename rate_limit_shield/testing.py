@@ -1,11 +1,14 @@
-"""Helpers for testing code that uses the shield: a clock where waiting takes no time."""
+"""Helpers for testing code that uses the shield: a clock where waiting takes no time, and a
+mode that gives each test fresh limiter, breaker and bulkhead state on that clock."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["FakeClock"]
+__all__ = ["FakeClock", "isolated"]
 
 
 class FakeClock:
@@ -50,3 +53,21 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now!r})"
+
+
+@contextmanager
+def isolated(clock: FakeClock | None = None) -> Iterator[FakeClock]:
+    """Within the block, every model key and decorator starts afresh on a `FakeClock`.
+
+    The configured policies stay; what `configure` does inside the block is undone at its end,
+    and the state from before the block comes back. Yields the clock, to advance or inspect.
+    """
+    from .registry import default_registry
+
+    clock = clock if clock is not None else FakeClock()
+    registry = default_registry()
+    saved = registry._enter_testing(clock)
+    try:
+        yield clock
+    finally:
+        registry._leave_testing(saved)

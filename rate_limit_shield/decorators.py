@@ -1,0 +1,616 @@
+"""The decorators users write: `@shielded`, and the single parts `@rate_limited`, `@breaker`,
+`@retry` and `@bulkhead`.
+
+Each decorator is one wrapt layer around one `Shield`. Which Shield is decided per call by a
+resolver: the decorator's own (built from its arguments, rebuilt when the registry's clock
+changes, so that testing mode reaches it) or a model key's (from the registry, cached per
+decorator and refreshed when `configure` runs). Sync or async, generator or not, is decided
+once, when decorating; the async wrapper is an `async def`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, Protocol, TypedDict, TypeVar, overload
+
+import wrapt
+
+from .breaker import CircuitBreaker
+from .bulkhead import Bulkhead
+from .errors import CircuitOpen, ConfigError, QuotaExhausted, RateLimited, ShieldError, add_note
+from .events import FALLBACK, Event, Listener, emit
+from .limiter import Cost, Limit, Limiter
+from .outcome import Classifier, DefaultClassifier
+from .policy import Policy
+from .registry import Key, Registry, default_registry
+from .retry import RetryPolicy
+from .shield import Shield
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = [
+    "DISABLED_ENV",
+    "shielded",
+    "rate_limited",
+    "breaker",
+    "retry",
+    "bulkhead",
+    "disable",
+    "enable",
+    "is_enabled",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+DISABLED_ENV = "RATE_LIMIT_SHIELD_DISABLED"
+"""Set to 1 (or true, yes, on) to start with every decorator a pass-through."""
+
+_disabled = os.environ.get(DISABLED_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+_FALLBACK_ERRORS = (CircuitOpen, QuotaExhausted, RateLimited)
+"""Refusals after which a call whose model came from its `model=` argument tries a fallback."""
+
+Model = str | Callable[..., str]
+Resolve = Callable[[tuple[Any, ...], dict[str, Any]], Shield]
+
+
+def disable() -> None:
+    """Make every decorator a pass-through (tests, emergencies); `enable` undoes it."""
+    global _disabled
+    _disabled = True
+
+
+def enable() -> None:
+    """Undo `disable` (and the environment variable)."""
+    global _disabled
+    _disabled = False
+
+
+def is_enabled() -> bool:
+    return not _disabled
+
+
+# -- typing -----------------------------------------------------------------------------------
+
+
+class Decorator(Protocol):
+    """What the decorators return when given arguments: it keeps the function's own signature."""
+
+    @overload
+    def __call__(self, fn: classmethod[T, P, R], /) -> classmethod[T, P, R]: ...
+    @overload
+    def __call__(self, fn: staticmethod[P, R], /) -> staticmethod[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+class RetryOptions(TypedDict, total=False):
+    attempts: int
+    backoff: str
+    base_delay: float
+    max_delay: float
+    multiplier: float
+    max_retry_after: float
+    budget: Mapping[str, float] | None
+
+
+class BreakerOptions(TypedDict, total=False):
+    failure_threshold: int | None
+    failure_rate: float
+    window: int
+    window_seconds: float
+    min_calls: int
+    recovery_timeout: float
+    max_recovery_timeout: float
+    half_open_max_calls: int
+    slow_call_duration: float
+    slow_call_rate: float
+
+
+class BulkheadOptions(TypedDict, total=False):
+    max_concurrent: int
+    max_wait: float
+
+
+class _Options(NamedTuple):
+    """What a decorator adds to the parts it uses, whoever owns them."""
+
+    cost: Callable[..., Cost] | None = None
+    usage: Callable[[Any], Cost | None] | None = None
+    classifier: Classifier | None = None
+    on_event: Listener | None = None
+    timeout: float | None = None
+
+
+# -- the decorators -----------------------------------------------------------------------------
+
+
+@overload
+def shielded(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def shielded(
+    *,
+    model: Model | None = None,
+    registry: Registry | None = None,
+    cost: Callable[..., Cost] | None = None,
+    usage: Callable[[Any], Cost | None] | None = None,
+    classifier: Classifier | None = None,
+    on_event: Listener | None = None,
+) -> Decorator: ...
+def shielded(
+    fn: Any = None,
+    /,
+    *,
+    model: Model | None = None,
+    registry: Registry | None = None,
+    cost: Callable[..., Cost] | None = None,
+    usage: Callable[[Any], Cost | None] | None = None,
+    classifier: Classifier | None = None,
+    on_event: Listener | None = None,
+) -> Any:
+    """Every part of a model's policy, in one layer: retry, breaker, rate limit, bulkhead.
+
+    `model` is a model name, or a function of the call's arguments returning one; without it,
+    the call's own `model=` keyword argument names the model, and a call whose model is refused
+    (open circuit, quota gone, no rate permit in time) is made again with the policy's
+    `fallbacks`. `cost`, `usage` and `classifier` refine the model's pipeline for this function.
+    """
+    options = _Options(cost, usage, classifier, on_event)
+    custom = options != _Options()
+
+    def from_key(key: Key) -> Shield:
+        if not custom:
+            return key.shield
+        return _key_shield(key, options, limiter=True, breaker=True, retry=True, bulkhead=True)
+
+    decorator = _decorator(registry, model, None, from_key, options)
+    return decorator if fn is None else decorator(fn)
+
+
+def rate_limited(
+    limiter: Limiter | None = None,
+    /,
+    *,
+    rpm: float | None = None,
+    rpd: float | None = None,
+    tpm: float | None = None,
+    itpm: float | None = None,
+    otpm: float | None = None,
+    limits: list[Limit] | tuple[Limit, ...] = (),
+    max_wait: float = 60.0,
+    model: Model | None = None,
+    registry: Registry | None = None,
+    cost: Callable[..., Cost] | None = None,
+    usage: Callable[[Any], Cost | None] | None = None,
+) -> Decorator:
+    """Wait for a rate permit before each call (at most `max_wait`), or raise `RateLimited`.
+
+    Give a live `Limiter` (shared on purpose), rate keywords (`rpm=60`, `limits=[...]`), or a
+    `model` whose limiter to share.
+    """
+    rates = {"rpm": rpm, "rpd": rpd, "tpm": tpm, "itpm": itpm, "otpm": otpm}
+    given: dict[str, Any] = {name: value for name, value in rates.items() if value is not None}
+    if limits:
+        given["limits"] = limits
+    _check_one_source("rate_limited", Limiter, limiter, bool(given), model)
+    if limiter is None and not given and model is None:
+        raise ConfigError("@rate_limited: give a Limiter, rate keywords (rpm=60, ...) or model=")
+    options = _Options(cost, usage)
+    own = None
+    if limiter is not None or given:
+        if limiter is None:
+            policy = _policy("rate_limited", {**given, "max_wait": max_wait}, section=None)
+        else:
+            policy = _policy("rate_limited", {"max_wait": max_wait}, section=None)
+
+        def own(clock: Any) -> Shield:
+            live = limiter if limiter is not None else policy.make_limiter(clock=clock)
+            return Shield(live, max_wait=policy.max_wait, cost=cost, usage=usage, clock=clock)
+
+    def from_key(key: Key) -> Shield:
+        return _key_shield(key, options, limiter=True)
+
+    return _decorator(registry, model, own, from_key, options)
+
+
+@overload
+def breaker(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def breaker(
+    cb: CircuitBreaker | None = None,
+    /,
+    *,
+    model: Model | None = None,
+    registry: Registry | None = None,
+    classifier: Classifier | None = None,
+    **options: Unpack[BreakerOptions],
+) -> Decorator: ...
+def breaker(
+    cb: Any = None,
+    /,
+    *,
+    model: Model | None = None,
+    registry: Registry | None = None,
+    classifier: Classifier | None = None,
+    **options: Any,
+) -> Any:
+    """Refuse calls with `CircuitOpen` while the circuit is open.
+
+    Give a live `CircuitBreaker` (shared on purpose), its keyword arguments, or a `model` whose
+    breaker to share. `classifier` says which outcomes are failures.
+    """
+    fn, cb = _bare(cb, CircuitBreaker)
+    _check_one_source("breaker", CircuitBreaker, cb, bool(options), model)
+    extra = _Options(classifier=classifier)
+    own = None
+    if cb is not None or model is None:
+        policy = _policy("breaker", {"breaker": options}, section="breaker")
+
+        def own(clock: Any) -> Shield:
+            live = cb if cb is not None else policy.make_breaker(clock=clock)
+            return Shield(breaker=live, classifier=classifier, clock=clock)
+
+    def from_key(key: Key) -> Shield:
+        return _key_shield(key, extra, breaker=True)
+
+    decorator = _decorator(registry, model, own, from_key, extra)
+    return decorator if fn is None else decorator(fn)
+
+
+@overload
+def retry(fn: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def retry(
+    policy: RetryPolicy | None = None,
+    /,
+    *,
+    on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
+    retry_if_result: Callable[[Any], bool] | None = None,
+    classifier: Classifier | None = None,
+    timeout: float | None = None,
+    on_event: Listener | None = None,
+    model: Model | None = None,
+    registry: Registry | None = None,
+    **options: Unpack[RetryOptions],
+) -> Decorator: ...
+def retry(
+    policy: Any = None,
+    /,
+    *,
+    on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
+    retry_if_result: Callable[[Any], bool] | None = None,
+    classifier: Classifier | None = None,
+    timeout: float | None = None,
+    on_event: Listener | None = None,
+    model: Model | None = None,
+    registry: Registry | None = None,
+    **options: Any,
+) -> Any:
+    """Retry failed calls with jittered backoff, within `timeout` seconds for all attempts.
+
+    Give a live `RetryPolicy`, its keyword arguments (`attempts=3`, `backoff="full"`, ...,
+    `budget={"ratio": 0.2}`: no budget unless given), or a `model` whose retry policy and budget
+    to share. `on` names the exceptions worth retrying (others are raised at once), `ignore`
+    those never retried, `retry_if_result` the results worth retrying.
+    """
+    fn, policy = _bare(policy, RetryPolicy)
+    _check_one_source("retry", RetryPolicy, policy, bool(options), model)
+    if classifier is None:
+        classifier = DefaultClassifier(retry_on=on, ignore=ignore, retry_if_result=retry_if_result)
+    extra = _Options(classifier=classifier, on_event=on_event, timeout=timeout)
+    own = None
+    if policy is not None or model is None:
+        settings = _policy(
+            "retry", {"retry": {"budget": None, **options}, "timeout": timeout}, section="retry"
+        )
+        schedule = policy if policy is not None else settings.make_retry()
+
+        def own(clock: Any) -> Shield:
+            return Shield(
+                retry=schedule,
+                budget=settings.make_budget(clock=clock),
+                classifier=classifier,
+                timeout=timeout,
+                clock=clock,
+                on_event=on_event,
+            )
+    else:
+        _policy("retry", {"timeout": timeout}, section=None)
+
+    def from_key(key: Key) -> Shield:
+        return _key_shield(key, extra, retry=True)
+
+    decorator = _decorator(registry, model, own, from_key, extra)
+    return decorator if fn is None else decorator(fn)
+
+
+def bulkhead(
+    bh: Bulkhead | None = None,
+    /,
+    *,
+    model: Model | None = None,
+    registry: Registry | None = None,
+    **options: Unpack[BulkheadOptions],
+) -> Decorator:
+    """At most `max_concurrent` calls in flight; others wait up to `max_wait` or get
+    `BulkheadFull`. Give a live `Bulkhead`, its keyword arguments, or a `model` to share."""
+    _check_one_source("bulkhead", Bulkhead, bh, bool(options), model)
+    if bh is None and not options and model is None:
+        raise ConfigError("@bulkhead: give a Bulkhead, max_concurrent=... or model=")
+    own = None
+    if bh is not None or model is None:
+        settings = _policy("bulkhead", {"bulkhead": dict(options)}, section="bulkhead")
+
+        def own(clock: Any) -> Shield:
+            live = bh if bh is not None else settings.make_bulkhead(clock=clock)
+            return Shield(bulkhead=live, clock=clock)
+
+    def from_key(key: Key) -> Shield:
+        return _key_shield(key, _Options(), bulkhead=True)
+
+    return _decorator(registry, model, own, from_key, _Options())
+
+
+# -- building blocks ---------------------------------------------------------------------------
+
+
+def _bare(first: Any, primitive: type) -> tuple[Any, Any]:
+    """Split the first positional argument into (function for a bare `@decorator`, primitive)."""
+    if first is None or isinstance(first, primitive):
+        return None, first
+    if callable(first) or isinstance(first, (classmethod, staticmethod)):
+        return first, None
+    raise ConfigError(f"expected a {primitive.__name__} or a function, got {first!r}")
+
+
+def _check_one_source(
+    name: str, primitive: type, live: object, given: bool, model: Model | None
+) -> None:
+    """A single-part decorator takes its part from exactly one place."""
+    if live is not None and not isinstance(live, primitive):
+        kind = "a function" if callable(live) else repr(live)
+        raise ConfigError(
+            f"@{name}: expected a {primitive.__name__}, got {kind}; write @{name}(...)"
+        )
+    sources = [
+        source
+        for source, present in (
+            (f"a {primitive.__name__}", live is not None),
+            ("keyword arguments", given),
+            ("model=", model is not None),
+        )
+        if present
+    ]
+    if len(sources) > 1:
+        raise ConfigError(f"@{name}: give one of {' or '.join(sources)}, not several")
+
+
+def _policy(name: str, data: dict[str, Any], *, section: str | None) -> Policy:
+    """Validate a decorator's keywords as a policy; errors name them as `@name.key`."""
+    parts = {"retry": None, "breaker": None} | data
+    try:
+        return Policy.from_mapping(parts, path=f"@{name}")
+    except ConfigError as exc:
+        if section is None:
+            raise
+        raise ConfigError(exc.message.replace(f"@{name}.{section}", f"@{name}", 1)) from None
+
+
+def _key_shield(
+    key: Key,
+    options: _Options,
+    *,
+    limiter: bool = False,
+    breaker: bool = False,
+    retry: bool = False,
+    bulkhead: bool = False,
+) -> Shield:
+    """A pipeline over some of a model key's live parts, with a decorator's own options."""
+    policy = key.policy
+    timeout = options.timeout if options.timeout is not None else policy.timeout
+    return Shield(
+        key.limiter if limiter else None,
+        key.breaker if breaker else None,
+        key.retry if retry else None,
+        bulkhead=key.bulkhead if bulkhead else None,
+        budget=key.budget if retry else None,
+        classifier=options.classifier,
+        timeout=timeout if retry else None,
+        max_wait=policy.max_wait,
+        cost=options.cost if options.cost is not None else key.cost,
+        usage=options.usage,
+        clock=key.clock,
+        name=key.name,
+        on_event=options.on_event if options.on_event is not None else key.shield.on_event,
+    )
+
+
+def _decorator(
+    registry: Registry | None,
+    model: Model | None,
+    own: Callable[[Any], Shield] | None,
+    from_key: Callable[[Key], Shield],
+    options: _Options,
+) -> Decorator:
+    """The decorator: picks the resolver for where the Shield comes from, then the wrapper for
+    the kind of function."""
+    registry = registry if registry is not None else default_registry()
+    if model is not None and not ((isinstance(model, str) and model) or callable(model)):
+        raise ConfigError(f"model={model!r} is not a model name nor a function")
+    fallbacks = None
+    if own is not None:
+        resolve = _fixed(registry, lambda state, old: _rebuilt(own, state.clock, old))
+    elif isinstance(model, str):
+        name = model
+        resolve = _fixed(registry, lambda state, old: from_key(registry.key(name)))
+    else:
+        resolve = _per_call(registry, model, from_key)
+        if model is None:
+            fallbacks = _Fallbacks(registry, resolve, options.on_event)
+
+    def decorate(fn: Any) -> Any:
+        return wrapt.FunctionWrapper(fn, _wrapper(_kind(fn), resolve, fallbacks))
+
+    return decorate
+
+
+def _rebuilt(own: Callable[[Any], Shield], clock: Any, old: Shield | None) -> Shield:
+    """A decorator's own Shield, kept while the registry's clock stays the same."""
+    if old is not None and old._clock is clock:
+        return old
+    return own(clock)
+
+
+def _fixed(registry: Registry, make: Callable[[Any, Shield | None], Shield]) -> Resolve:
+    """One Shield for every call, remade by `make(state, old)` when the registry state changes."""
+    cached: tuple[object, Shield | None] = (None, None)
+
+    def resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Shield:
+        nonlocal cached
+        state, shield = cached
+        current = registry._state
+        if state is current and shield is not None:
+            return shield
+        shield = make(current, shield)
+        cached = (current, shield)
+        return shield
+
+    return resolve
+
+
+def _per_call(
+    registry: Registry, pick: Callable[..., str] | None, from_key: Callable[[Key], Shield]
+) -> Resolve:
+    """The Shield of the model each call names, cached per model until the state changes."""
+    cached: tuple[object, dict[str, Shield]] = (None, {})
+
+    def resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Shield:
+        nonlocal cached
+        model = kwargs.get("model") if pick is None else pick(*args, **kwargs)
+        state, shields = cached
+        current = registry._state
+        if state is current:
+            shield = shields.get(model)  # type: ignore[arg-type]
+            if shield is not None:
+                return shield
+        else:
+            shields = {}
+        if model is None:
+            raise ConfigError(
+                "no model for this call: pass model=... to it, or decorate with "
+                "@shielded(model=...)"
+            )
+        shield = from_key(registry.key(model))
+        cached = (current, {**shields, model: shield})
+        return shield
+
+    return resolve
+
+
+class _Fallbacks:
+    """The models to try after a refusal, each through its own policy and state."""
+
+    __slots__ = ("_registry", "_resolve", "_on_event")
+
+    def __init__(self, registry: Registry, resolve: Resolve, on_event: Listener | None) -> None:
+        self._registry = registry
+        self._resolve = resolve
+        self._on_event = on_event
+
+    def chain(
+        self, error: ShieldError, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Iterator[tuple[Shield, dict[str, Any]]]:
+        """(shield, kwargs) for each fallback of the refused model, telling each one."""
+        refused = kwargs["model"]
+        key = self._registry.key(refused)
+        listener = self._on_event if self._on_event is not None else key.shield.on_event
+        tried = []
+        for fallback in key.policy.fallbacks:
+            if listener is not None:
+                emit(listener, Event(FALLBACK, refused, 0, error.retry_after, None, error,
+                                     fallback))  # fmt: skip
+            tried.append(fallback)
+            retry_kwargs = {**kwargs, "model": fallback}
+            yield self._resolve(args, retry_kwargs), retry_kwargs
+        if tried:
+            add_note(error, f"rate-limit-shield: fallbacks tried: {', '.join(tried)}")
+
+
+def _kind(fn: Any) -> str:
+    """How to call `fn`: "sync", "async", "generator" or "async generator"."""
+    target = getattr(fn, "__func__", fn)  # classmethod, staticmethod, bound method
+    for candidate in (target, inspect.unwrap(target)):
+        if inspect.isasyncgenfunction(candidate):
+            return "async generator"
+        if inspect.iscoroutinefunction(candidate) or inspect.iscoroutinefunction(
+            getattr(candidate, "__call__", None)  # noqa: B004 - an object with async __call__
+        ):
+            return "async"
+        if inspect.isgeneratorfunction(candidate):
+            return "generator"
+    return "sync"
+
+
+def _wrapper(kind: str, resolve: Resolve, fallbacks: _Fallbacks | None) -> Callable[..., Any]:
+    """The wrapt wrapper for one kind of function."""
+
+    def sync(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _disabled:
+            return wrapped(*args, **kwargs)
+        shield = resolve(args, kwargs)
+        try:
+            return shield.call(wrapped, *args, **kwargs)
+        except _FALLBACK_ERRORS as error:
+            if fallbacks is None:
+                raise
+            for fallback, fallback_kwargs in fallbacks.chain(error, args, kwargs):
+                with contextlib.suppress(*_FALLBACK_ERRORS):
+                    return fallback.call(wrapped, *args, **fallback_kwargs)
+            raise
+
+    async def asynchronous(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if _disabled:
+            return await wrapped(*args, **kwargs)
+        shield = resolve(args, kwargs)
+        try:
+            return await shield.acall(wrapped, *args, **kwargs)
+        except _FALLBACK_ERRORS as error:
+            if fallbacks is None:
+                raise
+            for fallback, fallback_kwargs in fallbacks.chain(error, args, kwargs):
+                with contextlib.suppress(*_FALLBACK_ERRORS):
+                    return await fallback.acall(wrapped, *args, **fallback_kwargs)
+            raise
+
+    def generator(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Generator[Any, Any, Any]:
+        return (yield from sync(wrapped, instance, args, kwargs))
+
+    async def async_generator(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        async def started(*args: Any, **kwargs: Any) -> Any:
+            return wrapped(*args, **kwargs)
+
+        stream = await asynchronous(started, instance, args, kwargs)
+        async with contextlib.aclosing(stream):
+            async for item in stream:
+                yield item
+
+    return {
+        "sync": sync,
+        "async": asynchronous,
+        "generator": generator,
+        "async generator": async_generator,
+    }[kind]

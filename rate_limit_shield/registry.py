@@ -1,0 +1,337 @@
+"""Per-model policies, and the live limiter, breaker, bulkhead and budget of each model key.
+
+A model name resolves to a policy (its exact name, then the most specific matching glob pattern,
+then ``"default"``) and gets its own live primitives, created once on first use and shared by
+every function decorated for that name. `configure` swaps in a new state in one assignment, so
+readers never lock; keys whose policy did not change keep their state across it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from .breaker import CircuitBreaker
+from .bulkhead import Bulkhead
+from .clock import SYSTEM_CLOCK, Clock
+from .errors import ConfigError
+from .events import Listener
+from .limiter import Cost, Limiter
+from .policy import Policy, parse_policies, read_config_file
+from .retry import RetryBudget, RetryPolicy
+from .shield import Shield
+
+__all__ = [
+    "CONFIG_ENV",
+    "Key",
+    "Registry",
+    "LLMShield",
+    "default_registry",
+    "configure",
+    "configure_from_file",
+    "snapshot",
+]
+
+CONFIG_ENV = "RATE_LIMIT_SHIELD_CONFIG"
+"""Environment variable naming a TOML configuration file, read at first use if `configure` was
+not called before."""
+
+_DEFAULT = "default"
+_BUILT_IN = Policy()
+_BUILT_IN_NAME = "(built-in)"  # the pattern a model gets when nothing is configured for it
+_FILE_KEYS = ("policies", "strict", "backend")
+
+
+def _one_request(*args: object, **kwargs: object) -> Cost:
+    """A call's cost when a policy also limits tokens, until something estimates them."""
+    return {"requests": 1}
+
+
+class Key:
+    """One model name's live state: its policy and the primitives shared by all its callers."""
+
+    __slots__ = ("name", "pattern", "policy", "limiter", "breaker", "retry", "budget", "bulkhead",
+                 "clock", "cost", "shield")  # fmt: skip
+
+    def __init__(
+        self, name: str, pattern: str, policy: Policy, clock: Clock, on_event: Listener | None
+    ) -> None:
+        self.name = name
+        self.pattern = pattern
+        self.policy = policy
+        self.clock = clock
+        self.limiter: Limiter | None = policy.make_limiter(clock=clock, name=name)
+        self.breaker: CircuitBreaker | None = policy.make_breaker(clock=clock, name=name)
+        self.retry: RetryPolicy | None = policy.make_retry()
+        self.budget: RetryBudget | None = policy.make_budget(clock=clock)
+        self.bulkhead: Bulkhead | None = policy.make_bulkhead(clock=clock, name=name)
+        self.cost = _one_request if policy.counts_tokens else None
+        """A call's rate cost unless the decorator says otherwise."""
+        self.shield = Shield(
+            self.limiter,
+            self.breaker,
+            self.retry,
+            bulkhead=self.bulkhead,
+            budget=self.budget,
+            timeout=policy.timeout,
+            max_wait=policy.max_wait,
+            cost=self.cost,
+            clock=clock,
+            name=name,
+            on_event=on_event,
+        )
+        """The model's own pipeline: every part of its policy."""
+
+    def snapshot(self) -> dict[str, object]:
+        """The policy this key resolved to, and what each of its primitives holds now."""
+        return {"pattern": self.pattern, **self.shield.snapshot()}
+
+    def __repr__(self) -> str:
+        return f"Key({self.name!r}, pattern={self.pattern!r}, policy={self.policy!r})"
+
+
+def _specificity(pattern: str) -> int:
+    """How much of a glob pattern is literal: the most specific match wins."""
+    return sum(char not in "*?[]" for char in pattern)
+
+
+class _State:
+    """One configuration and the keys it has made live. Replaced whole, never edited."""
+
+    __slots__ = ("policies", "strict", "clock", "on_event", "keys", "_exact", "_patterns")
+
+    def __init__(
+        self,
+        policies: dict[str, Policy],
+        *,
+        strict: bool,
+        clock: Clock,
+        on_event: Listener | None,
+    ) -> None:
+        self.policies = policies
+        self.strict = strict
+        self.clock = clock
+        self.on_event = on_event
+        self.keys: dict[str, Key] = {}
+        self._exact = {name: policy for name, policy in policies.items() if not _is_glob(name)}
+        globs = [name for name in policies if _is_glob(name)]
+        # Most literal characters first, then the longer pattern; sorted() keeps ties in order.
+        globs.sort(key=lambda glob: (-_specificity(glob), -len(glob)))
+        self._patterns = [(glob, policies[glob]) for glob in globs]
+
+    def fresh(self, clock: Clock) -> _State:
+        """The same configuration on `clock`, with no live key yet."""
+        return _State(self.policies, strict=self.strict, clock=clock, on_event=self.on_event)
+
+    def resolve(self, model: str) -> tuple[str, Policy]:
+        """The name of the policy `model` gets (exact, glob or default), and the policy."""
+        policy = self._exact.get(model)
+        if policy is not None:
+            return model, policy
+        for glob, policy in self._patterns:
+            if fnmatch.fnmatchcase(model, glob):
+                return glob, policy
+        policy = self.policies.get(_DEFAULT)
+        if policy is not None:
+            return _DEFAULT, policy
+        if self.strict:
+            known = ", ".join(repr(name) for name in self.policies) or "none"
+            raise ConfigError(
+                f"unknown model {model!r}: no policy matches it and strict=True (policies: {known})"
+            )
+        return _BUILT_IN_NAME, _BUILT_IN
+
+    def make_key(self, model: str) -> Key:
+        pattern, policy = self.resolve(model)
+        return Key(model, pattern, policy, self.clock, self.on_event)
+
+    def carry_over(self, previous: _State) -> None:
+        """Keep the live keys of `previous` whose resolved policy and settings are unchanged."""
+        if previous.clock is not self.clock or previous.on_event is not self.on_event:
+            return
+        for name, key in previous.keys.items():
+            try:
+                pattern, policy = self.resolve(name)
+            except ConfigError:
+                continue
+            if pattern == key.pattern and policy == key.policy:
+                self.keys[name] = key
+
+
+def _is_glob(name: str) -> bool:
+    return any(char in name for char in "*?[")
+
+
+def _check_backend(backend: object) -> None:
+    if backend is not None:
+        raise ConfigError(
+            f"backend: {backend!r} is not supported; only the in-memory backend (None) is"
+        )
+
+
+class Registry:
+    """Policies by model name or pattern, and the live state of every model key used so far."""
+
+    __slots__ = ("_state", "_lock", "_configured", "_testing_clock")
+
+    def __init__(self) -> None:
+        self._state = _State({}, strict=False, clock=SYSTEM_CLOCK, on_event=None)
+        self._lock = threading.Lock()
+        self._configured = False
+        self._testing_clock: Clock | None = None
+
+    @property
+    def policies(self) -> Mapping[str, Policy]:
+        """The configured policies, by model name or pattern."""
+        return dict(self._state.policies)
+
+    @property
+    def clock(self) -> Clock:
+        return self._state.clock
+
+    def configure(
+        self,
+        policies: Mapping[str, Policy | Mapping[str, Any]],
+        *,
+        backend: object = None,
+        clock: Clock | None = None,
+        strict: bool = False,
+        on_event: Listener | None = None,
+    ) -> None:
+        """Replace the policies. Bad configuration raises `ConfigError` here, naming the key.
+
+        `on_event` receives the events of every model key (retries, rejections, fallbacks).
+        """
+        _check_backend(backend)
+        if not isinstance(strict, bool):
+            raise ConfigError(f"strict: {strict!r} is not a bool")
+        parsed = parse_policies(policies)
+        with self._lock:
+            if clock is None:
+                clock = self._testing_clock or SYSTEM_CLOCK
+            state = _State(parsed, strict=strict, clock=clock, on_event=on_event)
+            state.carry_over(self._state)
+            self._state = state
+            self._configured = True
+
+    def configure_from_file(self, path: str | os.PathLike[str]) -> None:
+        """`configure` from a TOML file: a `[policies."<model or pattern>"]` table per policy,
+        and optionally `strict` and `backend` at the top level."""
+        data = read_config_file(path)
+        try:
+            unknown = sorted(set(data) - set(_FILE_KEYS))
+            if unknown:
+                raise ConfigError(f"unknown key {unknown[0]!r} (known: {', '.join(_FILE_KEYS)})")
+            if "policies" not in data:
+                raise ConfigError('no [policies."<model or pattern>"] table')
+            self.configure(
+                data["policies"], backend=data.get("backend"), strict=data.get("strict", False)
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{os.fspath(path)}: {exc.message}") from None
+
+    def key(self, model: str) -> Key:
+        """The live state of `model`, created on first use (thread-safe)."""
+        key = self._state.keys.get(model)
+        return key if key is not None else self._new_key(model)
+
+    def reset(self) -> None:
+        """Forget every key's live state (buckets, breakers, slots); keep the policies."""
+        with self._lock:
+            self._state = self._state.fresh(self._state.clock)
+
+    def snapshot(self) -> dict[str, dict[str, object]]:
+        """Per model key used so far: its pattern, rate levels, breaker, bulkhead and budget."""
+        return {name: key.snapshot() for name, key in list(self._state.keys.items())}
+
+    def _new_key(self, model: str) -> Key:
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"model: {model!r} is not a model name (a non-empty str)")
+        if not self._configured:
+            self._configure_from_env()
+        with self._lock:
+            state = self._state
+            key = state.keys.get(model)
+            if key is None:
+                key = state.keys[model] = state.make_key(model)
+            return key
+
+    def _configure_from_env(self) -> None:
+        """First use without `configure`: read the file the environment names, if any."""
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            self._configured = True
+            return
+        try:
+            self.configure_from_file(path)
+        except ConfigError as exc:
+            raise ConfigError(f"{CONFIG_ENV}={exc.message}") from None
+
+    def _enter_testing(self, clock: Clock) -> tuple[_State, Clock | None]:
+        """Fresh state on `clock`, also for any `configure` until `_leave_testing`."""
+        if not self._configured:
+            self._configure_from_env()
+        with self._lock:
+            saved = self._state, self._testing_clock
+            self._testing_clock = clock
+            self._state = self._state.fresh(clock)
+            return saved
+
+    def _leave_testing(self, saved: tuple[_State, Clock | None]) -> None:
+        with self._lock:
+            self._state, self._testing_clock = saved
+
+    def __repr__(self) -> str:
+        return f"Registry(policies={list(self._state.policies)!r}, keys={list(self._state.keys)!r})"
+
+
+_registry = Registry()
+
+
+def default_registry() -> Registry:
+    """The registry that `configure` and the decorators use unless given another."""
+    return _registry
+
+
+configure = _registry.configure
+configure_from_file = _registry.configure_from_file
+snapshot = _registry.snapshot
+
+
+class LLMShield:
+    """The seed's API: a shield per model from requests-per-minute and tokens-per-minute maps.
+
+    Built on its own `Registry`; model names may be glob patterns, and ``"default"`` applies to
+    every other model.
+    """
+
+    def __init__(
+        self,
+        rpm_limits: Mapping[str, float] | None = None,
+        tpm_limits: Mapping[str, float] | None = None,
+        *,
+        clock: Clock | None = None,
+        strict: bool = False,
+    ) -> None:
+        rpm_limits = dict(rpm_limits or {})
+        tpm_limits = dict(tpm_limits or {})
+        policies: dict[str, dict[str, float]] = {}
+        for model in [*rpm_limits, *tpm_limits]:
+            policy = policies.setdefault(model, {})
+            if model in rpm_limits:
+                policy["rpm"] = rpm_limits[model]
+            if model in tpm_limits:
+                policy["tpm"] = tpm_limits[model]
+        self.registry = Registry()
+        self.registry.configure(policies, clock=clock, strict=strict)
+
+    def shield_for(self, model: str) -> Shield:
+        """The live shield of `model`, the same object on every call."""
+        return self.registry.key(model).shield
+
+    def state_snapshot(self) -> dict[str, dict[str, object]]:
+        """Per model used so far: rate levels, breaker state and counts, bulkhead, budget."""
+        return self.registry.snapshot()

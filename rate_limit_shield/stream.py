@@ -1,0 +1,187 @@
+"""Streams through the shield: retried only before the first item, held until they end.
+
+A call that returns a generator, an async generator or an SDK stream (a class named `Stream` or
+`AsyncStream`, as the OpenAI and Anthropic SDKs and their kin name theirs) has not finished when
+it returns. The shield takes the first item inside the attempt, so that a stream failing before
+it delivers anything is retried like any failed call, then hands the caller a guard that holds
+the breaker permit and the bulkhead slot until the stream ends, fails or is closed, and reports
+that end once. Other iterators (files, cursors) are plain results: taking an item from them would
+change what the caller reads.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import AsyncGeneratorType, GeneratorType
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+if TYPE_CHECKING:
+    _Proxy = wrapt.ObjectProxy[Any]
+else:
+    _Proxy = wrapt.ObjectProxy
+
+__all__ = ["PLAIN", "SYNC", "ASYNC", "END", "KINDS", "kind_of", "first_item", "afirst_item"]
+
+PLAIN, SYNC, ASYNC = 1, 2, 3  # all true, so that `KINDS.get(cls) or kind_of(cls)` works
+END: Any = object()
+"""What `first_item` returns for a stream that ended before its first item."""
+
+KINDS: dict[type, int] = {GeneratorType: SYNC, AsyncGeneratorType: ASYNC}
+OnEnd = Callable[[BaseException | None, Any], BaseException | None]
+"""Told once how a stream ended (its error or None, and its last item); may return an error to
+raise instead of the stream's own."""
+
+
+def kind_of(cls: type) -> int:
+    """PLAIN, SYNC or ASYNC for a result's class, learnt once per class."""
+    kind = KINDS.get(cls)
+    if kind is None:
+        names = {base.__name__ for base in cls.__mro__}
+        if "Stream" in names and hasattr(cls, "__next__"):
+            kind = SYNC
+        elif "AsyncStream" in names and hasattr(cls, "__anext__"):
+            kind = ASYNC
+        else:
+            kind = PLAIN
+        KINDS[cls] = kind
+    return kind
+
+
+def first_item(stream: Iterator[Any]) -> Any:
+    """The stream's first item, or END; a stream that fails here is closed."""
+    try:
+        return next(stream)
+    except StopIteration:
+        return END
+    except BaseException:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        raise
+
+
+async def afirst_item(stream: AsyncIterator[Any]) -> Any:
+    """The async stream's first item, or END; a stream that fails here is closed."""
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return END
+    except BaseException:
+        await _aclose(stream)
+        raise
+
+
+async def _aclose(stream: object) -> None:
+    """Close an async stream: `aclose()` for async generators, `close()` for SDK streams."""
+    close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
+    if close is not None:
+        closing = close()
+        if inspect.isawaitable(closing):
+            await closing
+
+
+class _Guard(_Proxy):
+    """Proxies the stream (its attributes stay reachable) and reports its end exactly once."""
+
+    def __init__(self, stream: object, first: Any, on_end: OnEnd) -> None:
+        super().__init__(stream)
+        self._self_first = first
+        self._self_last: Any = None
+        self._self_on_end: OnEnd | None = on_end
+
+    def _self_take_first(self) -> Any:
+        first = self._self_last = self._self_first
+        self._self_first = END
+        return first
+
+    def _self_end(self, error: BaseException | None) -> BaseException | None:
+        on_end, self._self_on_end = self._self_on_end, None
+        if on_end is None:
+            return None
+        return on_end(error, self._self_last)
+
+    def _self_failed(self, error: BaseException) -> BaseException:
+        """The error to raise for a stream that failed with `error`."""
+        return self._self_end(error) or error
+
+    def __del__(self) -> None:
+        # A stream dropped before its end has ended: give back what it holds.
+        if self._self_on_end is not None:
+            self._self_end(None)
+
+
+class GuardedStream(_Guard):
+    """A guarded synchronous stream."""
+
+    def __iter__(self) -> GuardedStream:
+        return self
+
+    def __next__(self) -> Any:
+        if self._self_first is not END:
+            return self._self_take_first()
+        try:
+            item = next(self.__wrapped__)
+        except StopIteration:
+            self._self_end(None)
+            raise
+        except BaseException as exc:
+            error = self._self_failed(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        self._self_last = item
+        return item
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.__wrapped__, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._self_end(None)
+
+    def __enter__(self) -> GuardedStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class GuardedAsyncStream(_Guard):
+    """A guarded asynchronous stream."""
+
+    def __aiter__(self) -> GuardedAsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._self_first is not END:
+            return self._self_take_first()
+        try:
+            item = await self.__wrapped__.__anext__()
+        except StopAsyncIteration:
+            self._self_end(None)
+            raise
+        except BaseException as exc:
+            error = self._self_failed(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        self._self_last = item
+        return item
+
+    async def aclose(self) -> None:
+        try:
+            await _aclose(self.__wrapped__)
+        finally:
+            self._self_end(None)
+
+    close = aclose  # the name SDK async streams use
+
+    async def __aenter__(self) -> GuardedAsyncStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
