@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import math
 import threading
 import time
@@ -14,7 +15,6 @@ from freezegun import freeze_time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rate_limit_shield import bulkhead as bulkhead_module
 from rate_limit_shield.bulkhead import Bulkhead
 from rate_limit_shield.clock import SYSTEM_CLOCK
 from rate_limit_shield.errors import BulkheadFull, ConfigError
@@ -22,6 +22,9 @@ from rate_limit_shield.testing import FakeClock
 
 # Real waits below are only for other threads to reach a state; bounds are generous.
 PATIENCE = 10.0
+
+# `rate_limit_shield.bulkhead` is also the name of the decorator, which the package exports.
+bulkhead_module = importlib.import_module("rate_limit_shield.bulkhead")
 
 
 def wait_for(read: Callable[[], int], expected: int) -> None:
