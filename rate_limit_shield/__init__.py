@@ -7,16 +7,6 @@ from importlib.metadata import PackageNotFoundError, version
 from .breaker import CircuitBreaker, Permit, State
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock, SystemClock
-from .decorators import (
-    breaker,
-    bulkhead,
-    disable,
-    enable,
-    is_enabled,
-    rate_limited,
-    retry,
-    shielded,
-)
 from .errors import (
     BulkheadFull,
     CircuitOpen,
@@ -39,6 +29,18 @@ from .registry import (
 )
 from .retry import RetryBudget, RetryPolicy
 from .shield import Shield
+
+# Last: the decorators `breaker`, `bulkhead` and `retry` take the names of their modules.
+from .decorators import (  # isort: skip
+    breaker,
+    bulkhead,
+    disable,
+    enable,
+    is_enabled,
+    rate_limited,
+    retry,
+    shielded,
+)
 
 try:
     __version__ = version("rate-limit-shield")

@@ -209,9 +209,11 @@ def rate_limited(
         else:
             policy = _policy("rate_limited", {"max_wait": max_wait}, section=None)
 
-        def own(clock: Any) -> Shield:
+        def build(clock: Any) -> Shield:
             live = limiter if limiter is not None else policy.make_limiter(clock=clock)
             return Shield(live, max_wait=policy.max_wait, cost=cost, usage=usage, clock=clock)
+
+        own = build
 
     def from_key(key: Key) -> Shield:
         return _key_shield(key, options, limiter=True)
@@ -252,9 +254,11 @@ def breaker(
     if cb is not None or model is None:
         policy = _policy("breaker", {"breaker": options}, section="breaker")
 
-        def own(clock: Any) -> Shield:
+        def build(clock: Any) -> Shield:
             live = cb if cb is not None else policy.make_breaker(clock=clock)
             return Shield(breaker=live, classifier=classifier, clock=clock)
+
+        own = build
 
     def from_key(key: Key) -> Shield:
         return _key_shield(key, extra, breaker=True)
@@ -313,7 +317,7 @@ def retry(
         )
         schedule = policy if policy is not None else settings.make_retry()
 
-        def own(clock: Any) -> Shield:
+        def build(clock: Any) -> Shield:
             return Shield(
                 retry=schedule,
                 budget=settings.make_budget(clock=clock),
@@ -322,6 +326,8 @@ def retry(
                 clock=clock,
                 on_event=on_event,
             )
+
+        own = build
     else:
         _policy("retry", {"timeout": timeout}, section=None)
 
@@ -349,9 +355,11 @@ def bulkhead(
     if bh is not None or model is None:
         settings = _policy("bulkhead", {"bulkhead": dict(options)}, section="bulkhead")
 
-        def own(clock: Any) -> Shield:
+        def build(clock: Any) -> Shield:
             live = bh if bh is not None else settings.make_bulkhead(clock=clock)
             return Shield(bulkhead=live, clock=clock)
+
+        own = build
 
     def from_key(key: Key) -> Shield:
         return _key_shield(key, _Options(), bulkhead=True)
