@@ -22,17 +22,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import importlib
 import textwrap
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from itertools import repeat
 from typing import Any
 
+import wrapt
+
+import rate_limit_shield as rls
 from rate_limit_shield import (
     Bulkhead,
     CircuitBreaker,
@@ -81,6 +86,31 @@ class LockBucket:
 def full_shield() -> Shield:
     bucket, bulkhead = TokenBucket(HUGE, HUGE), Bulkhead(1_000_000)
     return Shield(bucket, CircuitBreaker(), RetryPolicy(), bulkhead=bulkhead)
+
+
+# The same four parts as `full_shield`, as a model's policy (no retry budget: neither has one).
+POLICY = {
+    "limits": [Limit(HUGE, 1.0, burst=HUGE)],
+    "breaker": {},
+    "retry": {"budget": None},
+    "bulkhead": {"max_concurrent": 1_000_000},
+}
+rls.configure({"bench-model": POLICY, "budgeted-model": {**POLICY, "retry": {}}})
+
+
+@wrapt.decorator
+def passthrough(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """The reference for one decorator layer: a wrapt wrapper that only calls through."""
+    return wrapped(*args, **kwargs)
+
+
+def takes_model(model: str) -> int:
+    return 1
+
+
+def stacked() -> Callable[[], int]:
+    """Three single-part decorators, the way the peers compose: retry, breaker, rate limit."""
+    return rls.retry(attempts=3)(rls.breaker()(rls.rate_limited(limits=[Limit(HUGE, 1.0)])(f)))
 
 
 def peer(module: str) -> Any:
@@ -143,6 +173,16 @@ class Case:
     body: str  # the statement timed; runs as `async def` when it awaits
     names: Callable[[], dict[str, Any]]  # builds the objects the body uses
     vs: str | None = None  # for a peer: the name of our case it is compared with
+    around: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+
+
+@contextlib.contextmanager
+def disabled() -> Any:
+    rls.disable()
+    try:
+        yield
+    finally:
+        rls.enable()
 
 
 BARE, ABARE = "bare f()", "await af()"
@@ -152,6 +192,10 @@ BREAKER = "CircuitBreaker.acquire()+record()"
 RETRY, ARETRY = "Shield(retry=...).call(f)", "await Shield(retry=...).acall(af)"
 SHIELD, ASHIELD = "Shield.call(f), all parts", "await Shield.acall(af), all parts"
 COMPOSED = "tenacity+pybreaker+limits composed"
+WRAPT = "bare wrapt layer (reference)"
+SHIELDED, ASHIELDED = "@shielded(model=...) f()", "await @shielded(model=...) af()"
+STACKED = "@retry @breaker @rate_limited f()"
+DISABLED = "@shielded f() after rls.disable()"
 
 CASES = [
     Case(BARE, "f()", lambda: {"f": f}),
@@ -176,6 +220,20 @@ CASES = [
     ),
     Case(RETRY, "call(f)", lambda: {"call": Shield(retry=RetryPolicy()).call, "f": f}),
     Case(SHIELD, "call(f)", lambda: {"call": full_shield().call, "f": f}),
+    Case(WRAPT, "g()", lambda: {"g": passthrough(f)}),
+    Case(SHIELDED, "g()", lambda: {"g": rls.shielded(model="bench-model")(f)}),
+    Case(
+        "@shielded, model= from the call",
+        "g(model='bench-model')",
+        lambda: {"g": rls.shielded(takes_model)},
+    ),
+    Case(
+        "@shielded, with the default retry budget",
+        "g()",
+        lambda: {"g": rls.shielded(model="budgeted-model")(f)},
+    ),
+    Case(STACKED, "g()", lambda: {"g": stacked()}),
+    Case(DISABLED, "g()", lambda: {"g": rls.shielded(model="bench-model")(f)}, around=disabled),
     Case("tenacity @retry", "g()", lambda: {"g": tenacity_retry()(f)}, RETRY),
     Case("stamina.retry", "g()", lambda: {"g": stamina_retry()(f)}, RETRY),
     Case("backoff.on_exception", "g()", lambda: {"g": backoff_retry()(f)}, RETRY),
@@ -208,6 +266,7 @@ CASES = [
         BUCKET,
     ),
     Case(COMPOSED, "guarded()", lambda: {"guarded": composed()}, SHIELD),
+    Case(f"{COMPOSED}, vs three decorators", "guarded()", lambda: {"guarded": composed()}, STACKED),
     Case(ABARE, "await af()", lambda: {"af": af}),
     Case(
         AACQUIRE,
@@ -216,6 +275,7 @@ CASES = [
     ),
     Case(ARETRY, "await acall(af)", lambda: {"acall": Shield(retry=RetryPolicy()).acall, "af": af}),
     Case(ASHIELD, "await acall(af)", lambda: {"acall": full_shield().acall, "af": af}),
+    Case(ASHIELDED, "await g()", lambda: {"g": rls.shielded(model="bench-model")(af)}),
     Case("tenacity @retry (async)", "await g()", lambda: {"g": tenacity_retry()(af)}, ARETRY),
     Case("stamina.retry (async)", "await g()", lambda: {"g": stamina_retry()(af)}, ARETRY),
     Case("backoff.on_exception (async)", "await g()", lambda: {"g": backoff_retry()(af)}, ARETRY),
@@ -245,13 +305,20 @@ def compile_loop(case: Case, loop: asyncio.AbstractEventLoop) -> Callable[[int],
     scope: dict[str, Any] = {}
     exec(compile(source, f"<{case.name}>", "exec"), scope)
     run = scope["_loop"]
-    if is_async:
-        return lambda n: loop.run_until_complete(run(n, **names))
-    return lambda n: run(n, **names)
+
+    def timed(n: int) -> int:
+        with case.around():
+            if is_async:
+                elapsed: int = loop.run_until_complete(run(n, **names))
+                return elapsed
+            return int(run(n, **names))
+
+    return timed
 
 
 def calibrate(run: Callable[[int], int], target_ns: int) -> int:
     """The N for which `run(N)` lasts about `target_ns`; warms the case up on the way."""
+    run(1)  # a first call may build state, as a model key's primitives on first use
     n = 1
     while (elapsed := run(n)) < target_ns // 20:
         n *= 10
@@ -311,6 +378,13 @@ def main() -> None:
         check(f"Shield.call at most 0.08x the {COMPOSED}", shield / results[COMPOSED], 0.08)
     else:
         print(f"SKIP  Shield.call at most 0.08x the {COMPOSED}: a peer is not installed")
+    check(f"{SHIELDED} at most 2000 ns", results[SHIELDED], 2000)
+    check(
+        f"{SHIELDED} at most 1.5x ({SHIELD} + {WRAPT})",
+        results[SHIELDED] / (shield + results[WRAPT]),
+        1.5,
+    )
+    check(f"{DISABLED} at most 2x the {WRAPT}", results[DISABLED] / results[WRAPT], 2.0)
 
 
 if __name__ == "__main__":
