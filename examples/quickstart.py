@@ -1,10 +1,11 @@
-"""A shielded call to a flaky fake LLM, printing what the shield did.
+"""Shielded calls to two flaky fake LLMs, printing what the shield did.
 
 Run it with:  python examples/quickstart.py
 
-The fake provider fails, throttles, goes down and comes back; one `Shield` with a rate limit,
-a circuit breaker and a retry policy keeps the calls inside 20 requests per second, retries
-what is worth retrying, stops calling a provider that is down and probes it back.
+Policies are configured once, per model or pattern; one decorated function serves every model
+named by its `model=` argument. The fake "gpt" fails, throttles, goes down and comes back; the
+shield retries what is worth retrying, stops calling it while it is down, falls back to the fake
+"claude" meanwhile, probes gpt back, and paces a burst to the configured requests per minute.
 """
 
 from __future__ import annotations
@@ -12,16 +13,7 @@ from __future__ import annotations
 import random
 import time
 
-from rate_limit_shield import (
-    CircuitBreaker,
-    CircuitOpen,
-    Event,
-    Limit,
-    Limiter,
-    RateLimited,
-    RetryPolicy,
-    Shield,
-)
+import rate_limit_shield as rls
 
 
 class ProviderDown(Exception):
@@ -31,7 +23,8 @@ class ProviderDown(Exception):
 class FakeLLM:
     """Plays a script of answers: "ok", "fail" (a 503) or "throttle" (a 429 with Retry-After)."""
 
-    def __init__(self, script: list[str]) -> None:
+    def __init__(self, name: str, script: list[str]) -> None:
+        self.name = name
         self.script = script
         self.requests = 0
 
@@ -41,11 +34,17 @@ class FakeLLM:
         if step == "fail":
             raise ProviderDown("503 Service Unavailable")
         if step == "throttle":
-            raise RateLimited("429 Too Many Requests", retry_after=0.2)
-        return f"summary of {prompt!r}"
+            raise rls.RateLimited("429 Too Many Requests", retry_after=0.2)
+        return f"{self.name}: summary of {prompt!r}"
 
 
-def report(event: Event) -> None:
+PROVIDERS = {
+    "fake-gpt-4o": FakeLLM("gpt", ["fail", "fail", "ok", "throttle", "ok"] + ["fail"] * 4),
+    "fake-claude": FakeLLM("claude", []),
+}
+
+
+def report(event: rls.Event) -> None:
     """An event listener: one line per decision the shield made."""
     what = {
         "retry": f"attempt {event.attempt} failed, retrying in {event.delay or 0:.2f}s",
@@ -53,52 +52,63 @@ def report(event: Event) -> None:
         "succeeded": f"attempt {event.attempt} succeeded",
         "gave_up": f"gave up after attempt {event.attempt}",
         "rejected": "refused without calling",
+        "fallback": f"falling back to {event.fallback}",
     }[event.kind]
     cause = f" ({type(event.error).__name__}: {event.error})" if event.error else ""
-    print(f"    shield: {what}{cause}")
+    print(f"    {event.key}: {what}{cause}")
 
 
-def summarize(shield: Shield, llm: FakeLLM, prompt: str) -> None:
+rls.configure(
+    {
+        "fake-gpt*": {
+            "limits": [rls.Limit(20, per_seconds=1, burst=10)],  # 20 per second, bursts of 10
+            "retry": {"attempts": 3, "base_delay": 0.05, "max_delay": 0.5},
+            "breaker": {"failure_threshold": 4, "recovery_timeout": 1.0},
+            "timeout": 3.0,  # for a whole call: attempts and waits included
+            "fallbacks": ["fake-claude"],
+        },
+        "fake-claude": {"rpm": 600, "bulkhead": {"max_concurrent": 4}},
+    },
+    on_event=report,
+)
+
+
+@rls.shielded  # the policy comes from the call's `model=` argument
+def complete(prompt: str, *, model: str) -> str:
+    return PROVIDERS[model].complete(prompt)
+
+
+def summarize(prompt: str) -> None:
     print(f"call: summarize {prompt!r}")
     started = time.monotonic()
     try:
-        answer = shield.call(llm.complete, prompt)
+        answer = complete(prompt, model="fake-gpt-4o")
         print(f"  -> {answer}  ({time.monotonic() - started:.2f}s)")
-    except CircuitOpen as exc:
-        print(f"  -> CircuitOpen, retry after {exc.retry_after:.1f}s")
     except ProviderDown as exc:
         print(f"  -> {exc!r}; {' '.join(getattr(exc, '__notes__', []))}")
 
 
 def main() -> None:
     random.seed(7)  # the jitter of the backoff, for a repeatable demo
-    llm = FakeLLM(["fail", "fail", "ok", "throttle", "ok"] + ["fail"] * 4)
-    breaker = CircuitBreaker(failure_threshold=4, recovery_timeout=1.0, name="fake-gpt")
-    shield = Shield(
-        Limiter([Limit(amount=20, per_seconds=1)], name="fake-gpt"),  # 20 requests per second
-        breaker,
-        RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.5),
-        timeout=3.0,
-        name="fake-gpt",
-        on_event=report,
-    )
     for prompt in ["quarterly report", "release notes", "design doc", "roadmap", "postmortem"]:
-        summarize(shield, llm, prompt)
+        summarize(prompt)
 
-    print(f"\n... {breaker.recovery_timeout:.0f}s later the provider is back")
-    time.sleep(breaker.recovery_timeout)
-    print(f"breaker: {breaker.state.value}; the next call is its probe")
-    summarize(shield, llm, "incident review")
-    print(f"breaker: {breaker.state.value}")
+    gpt = rls.default_registry().key("fake-gpt-4o")
+    print(f"\n... 1s later gpt is back; its breaker is {gpt.breaker.state.value}")
+    time.sleep(1.0)
+    print(f"breaker: {gpt.breaker.state.value}; the next call is its probe")
+    summarize("incident review")
+    print(f"breaker: {gpt.breaker.state.value}")
 
-    print("\na burst of 40 calls against the 20 requests/s limit:")
-    shield.on_event = None
+    print("\na burst of 40 calls against gpt's limit of 20 requests per second:")
+    rls.configure({**rls.default_registry().policies})  # the same policies, without the report
     started = time.monotonic()
     for n in range(40):
-        shield.call(llm.complete, f"page {n}")
+        complete(f"page {n}", model="fake-gpt-4o")
     elapsed = time.monotonic() - started
     print(f"  -> 40 calls in {elapsed:.2f}s: what the bucket held at once, the rest paced at 20/s")
-    print(f"\nthe provider saw {llm.requests} requests in all")
+    seen = ", ".join(f"{llm.name} {llm.requests}" for llm in PROVIDERS.values())
+    print(f"\nrequests the providers saw: {seen}")
 
 
 if __name__ == "__main__":
