@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import testing  # rls.testing.FakeClock, rls.testing.isolated()
 from .breaker import CircuitBreaker, Permit, State
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock, SystemClock
@@ -90,4 +91,5 @@ __all__ = [
     "RetryBudget",
     "Bulkhead",
     "Shield",
+    "testing",
 ]
