@@ -132,6 +132,10 @@ class _Options(NamedTuple):
 
 
 @overload
+def shielded(fn: classmethod[T, P, R], /) -> classmethod[T, P, R]: ...
+@overload
+def shielded(fn: staticmethod[P, R], /) -> staticmethod[P, R]: ...
+@overload
 def shielded(fn: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
 def shielded(
@@ -222,6 +226,10 @@ def rate_limited(
 
 
 @overload
+def breaker(fn: classmethod[T, P, R], /) -> classmethod[T, P, R]: ...
+@overload
+def breaker(fn: staticmethod[P, R], /) -> staticmethod[P, R]: ...
+@overload
 def breaker(fn: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
 def breaker(
@@ -267,6 +275,10 @@ def breaker(
     return decorator if fn is None else decorator(fn)
 
 
+@overload
+def retry(fn: classmethod[T, P, R], /) -> classmethod[T, P, R]: ...
+@overload
+def retry(fn: staticmethod[P, R], /) -> staticmethod[P, R]: ...
 @overload
 def retry(fn: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
@@ -472,7 +484,7 @@ def _decorator(
 
 def _rebuilt(own: Callable[[Any], Shield], clock: Any, old: Shield | None) -> Shield:
     """A decorator's own Shield, kept while the registry's clock stays the same."""
-    if old is not None and old._clock is clock:
+    if old is not None and old.clock is clock:
         return old
     return own(clock)
 

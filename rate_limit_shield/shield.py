@@ -161,6 +161,11 @@ class Shield:
         return self._timeout
 
     @property
+    def clock(self) -> Clock:
+        """Where the shield reads time and waits."""
+        return self._clock
+
+    @property
     def max_wait(self) -> float:
         """Longest wait for a rate permit, in seconds."""
         return self._max_wait

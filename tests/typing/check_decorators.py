@@ -63,6 +63,16 @@ class Client:
     def version(major: int) -> str:
         return str(major)
 
+    @rls.retry
+    @classmethod
+    def default(cls) -> Client:
+        return cls()
+
+    @rls.shielded
+    @staticmethod
+    def ask(*, model: str) -> str:
+        return model
+
 
 def create(*, model: str, messages: list[dict[str, str]]) -> dict[str, Any]:
     return {"model": model, "messages": messages}
@@ -80,6 +90,8 @@ async def check() -> None:
     assert_type(await client.acomplete("hi"), str)
     assert_type(Client.build("x"), Client)
     assert_type(Client.version(3), str)
+    assert_type(Client.default(), Client)
+    assert_type(Client.ask(model="m"), str)
     wrapped = rls.shielded(create)
     assert_type(wrapped(model="gpt-4o", messages=[]), dict[str, Any])
     decorator = rls.retry(attempts=2)
