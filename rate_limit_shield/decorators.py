@@ -2,8 +2,8 @@
 `@retry` and `@bulkhead`.
 
 Each decorator is one wrapt layer around one `Shield`. Which Shield is decided per call by a
-resolver: the decorator's own (built from its arguments, rebuilt when the registry's clock
-changes, so that testing mode reaches it) or a model key's (from the registry, cached per
+resolver: the decorator's own (built from its arguments, and kept in the registry's state, so
+that testing mode and `reset` reach it) or a model key's (from the registry, cached per
 decorator and refreshed when `configure` runs). Sync or async, generator or not, is decided
 once, when decorating; the async wrapper is an `async def`.
 """
@@ -467,10 +467,10 @@ def _decorator(
         raise ConfigError(f"model={model!r} is not a model name nor a function")
     fallbacks = None
     if own is not None:
-        resolve = _fixed(registry, lambda state, old: _rebuilt(own, state.clock, old))
+        resolve = _fixed(registry, lambda state: _own_shield(own, state))
     elif isinstance(model, str):
         name = model
-        resolve = _fixed(registry, lambda state, old: from_key(registry.key(name)))
+        resolve = _fixed(registry, lambda state: from_key(registry.key(name)))
     else:
         resolve = _per_call(registry, model, from_key)
         if model is None:
@@ -482,24 +482,26 @@ def _decorator(
     return decorate
 
 
-def _rebuilt(own: Callable[[Any], Shield], clock: Any, old: Shield | None) -> Shield:
-    """A decorator's own Shield, kept while the registry's clock stays the same."""
-    if old is not None and old.clock is clock:
-        return old
-    return own(clock)
+def _own_shield(own: Callable[[Any], Shield], state: Any) -> Shield:
+    """A decorator's own Shield, kept in the registry state so that `isolated()` and `reset()`
+    reach it: one per state, carried over by `configure` while the clock stays the same."""
+    shield: Shield | None = state.own.get(own)
+    if shield is None:
+        shield = state.own.setdefault(own, own(state.clock))
+    return shield
 
 
-def _fixed(registry: Registry, make: Callable[[Any, Shield | None], Shield]) -> Resolve:
-    """One Shield for every call, remade by `make(state, old)` when the registry state changes."""
-    cached: tuple[object, Shield | None] = (None, None)
+def _fixed(registry: Registry, make: Callable[[Any], Shield]) -> Resolve:
+    """One Shield for every call, found again by `make(state)` when the registry state changes."""
+    cached: tuple[object, Shield | None] = (None, None)  # no state is None: the first call makes
 
     def resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Shield:
         nonlocal cached
         state, shield = cached
         current = registry._state
-        if state is current and shield is not None:
-            return shield
-        shield = make(current, shield)
+        if state is current:
+            return shield  # type: ignore[return-value]
+        shield = make(current)
         cached = (current, shield)
         return shield
 
@@ -545,23 +547,51 @@ class _Fallbacks:
         self._resolve = resolve
         self._on_event = on_event
 
-    def chain(
+    def run(
         self, error: ShieldError, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Iterator[tuple[Shield, dict[str, Any]]]:
-        """(shield, kwargs) for each fallback of the refused model, telling each one."""
-        refused = kwargs["model"]
-        key = self._registry.key(refused)
-        listener = self._on_event if self._on_event is not None else key.shield.on_event
+    ) -> _FallbackRun:
+        return _FallbackRun(self, error, args, kwargs)
+
+
+class _FallbackRun:
+    """One call's walk down its model's fallbacks: yields (shield, kwargs) for each, telling
+    which model refused (`refused_by` the refusal of the last one) and which one comes next."""
+
+    __slots__ = ("_fallbacks", "_error", "_args", "_kwargs", "_refusal")
+
+    def __init__(
+        self,
+        fallbacks: _Fallbacks,
+        error: ShieldError,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._fallbacks = fallbacks
+        self._error = error
+        self._args = args
+        self._kwargs = kwargs
+        self._refusal = error
+
+    def refused_by(self, refusal: ShieldError) -> None:
+        self._refusal = refusal
+
+    def __iter__(self) -> Iterator[tuple[Shield, dict[str, Any]]]:
+        fallbacks = self._fallbacks
+        refused = self._kwargs["model"]
+        key = fallbacks._registry.key(refused)
+        listener = fallbacks._on_event if fallbacks._on_event is not None else key.shield.on_event
         tried = []
         for fallback in key.policy.fallbacks:
+            refusal = self._refusal
             if listener is not None:
-                emit(listener, Event(FALLBACK, refused, 0, error.retry_after, None, error,
+                emit(listener, Event(FALLBACK, refused, 0, refusal.retry_after, None, refusal,
                                      fallback))  # fmt: skip
-            tried.append(fallback)
-            retry_kwargs = {**kwargs, "model": fallback}
-            yield self._resolve(args, retry_kwargs), retry_kwargs
+            tried.append(f"{fallback} ({type(refusal).__name__} from {refused})")
+            kwargs = {**self._kwargs, "model": fallback}
+            yield fallbacks._resolve(self._args, kwargs), kwargs
+            refused = fallback
         if tried:
-            add_note(error, f"rate-limit-shield: fallbacks tried: {', '.join(tried)}")
+            add_note(self._error, f"rate-limit-shield: fallbacks tried: {', '.join(tried)}")
 
 
 def _kind(fn: Any) -> str:
@@ -591,9 +621,12 @@ def _wrapper(kind: str, resolve: Resolve, fallbacks: _Fallbacks | None) -> Calla
         except _FALLBACK_ERRORS as error:
             if fallbacks is None:
                 raise
-            for fallback, fallback_kwargs in fallbacks.chain(error, args, kwargs):
-                with contextlib.suppress(*_FALLBACK_ERRORS):
+            run = fallbacks.run(error, args, kwargs)
+            for fallback, fallback_kwargs in run:
+                try:
                     return fallback.call(wrapped, *args, **fallback_kwargs)
+                except _FALLBACK_ERRORS as refusal:
+                    run.refused_by(refusal)
             raise
 
     async def asynchronous(
@@ -607,9 +640,12 @@ def _wrapper(kind: str, resolve: Resolve, fallbacks: _Fallbacks | None) -> Calla
         except _FALLBACK_ERRORS as error:
             if fallbacks is None:
                 raise
-            for fallback, fallback_kwargs in fallbacks.chain(error, args, kwargs):
-                with contextlib.suppress(*_FALLBACK_ERRORS):
+            run = fallbacks.run(error, args, kwargs)
+            for fallback, fallback_kwargs in run:
+                try:
                     return await fallback.acall(wrapped, *args, **fallback_kwargs)
+                except _FALLBACK_ERRORS as refusal:
+                    run.refused_by(refusal)
             raise
 
     def generator(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,7 +102,7 @@ def _specificity(pattern: str) -> int:
 class _State:
     """One configuration and the keys it has made live. Replaced whole, never edited."""
 
-    __slots__ = ("policies", "strict", "clock", "on_event", "keys", "_exact", "_patterns")
+    __slots__ = ("policies", "strict", "clock", "on_event", "keys", "own", "_exact", "_patterns")
 
     def __init__(
         self,
@@ -116,6 +117,8 @@ class _State:
         self.clock = clock
         self.on_event = on_event
         self.keys: dict[str, Key] = {}
+        self.own: weakref.WeakKeyDictionary[object, Shield] = weakref.WeakKeyDictionary()
+        """The decorators' own pipelines (built from their arguments), by their builder."""
         self._exact = {name: policy for name, policy in policies.items() if not _is_glob(name)}
         globs = [name for name in policies if _is_glob(name)]
         # Most literal characters first, then the longer pattern; sorted() keeps ties in order.
@@ -149,8 +152,12 @@ class _State:
         return Key(model, pattern, policy, self.clock, self.on_event)
 
     def carry_over(self, previous: _State) -> None:
-        """Keep the live keys of `previous` whose resolved policy and settings are unchanged."""
-        if previous.clock is not self.clock or previous.on_event is not self.on_event:
+        """Keep the decorators' pipelines, and the live keys whose resolved policy and settings
+        are unchanged."""
+        if previous.clock is not self.clock:
+            return
+        self.own.update(previous.own)
+        if previous.on_event != self.on_event:  # != : bound methods are new objects each time
             return
         for name, key in previous.keys.items():
             try:
