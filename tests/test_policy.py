@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 from freezegun import freeze_time
 from hypothesis import given
 from hypothesis import strategies as st
@@ -58,6 +58,9 @@ EVERY_KEY: dict[str, Any] = {
     "fallbacks": ["gpt-4o-mini", "claude-3-haiku"],
     "adaptive": True,
 }
+
+# The TOML reader of this Python: tomllib, or its backport tomli (a dependency on 3.10).
+tomllib = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
 
 
 def parse(data: dict[str, Any]) -> Policy:
