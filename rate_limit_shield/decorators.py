@@ -255,7 +255,7 @@ def breaker(
     Give a live `CircuitBreaker` (shared on purpose), its keyword arguments, or a `model` whose
     breaker to share. `classifier` says which outcomes are failures.
     """
-    fn, cb = _bare(cb, CircuitBreaker)
+    fn, cb = _bare("breaker", cb, CircuitBreaker)
     _check_one_source("breaker", CircuitBreaker, cb, bool(options), model)
     extra = _Options(classifier=classifier)
     own = None
@@ -317,7 +317,7 @@ def retry(
     to share. `on` names the exceptions worth retrying (others are raised at once), `ignore`
     those never retried, `retry_if_result` the results worth retrying.
     """
-    fn, policy = _bare(policy, RetryPolicy)
+    fn, policy = _bare("retry", policy, RetryPolicy)
     _check_one_source("retry", RetryPolicy, policy, bool(options), model)
     if classifier is None:
         classifier = DefaultClassifier(retry_on=on, ignore=ignore, retry_if_result=retry_if_result)
@@ -365,10 +365,11 @@ def bulkhead(
         raise ConfigError("@bulkhead: give a Bulkhead, max_concurrent=... or model=")
     own = None
     if bh is not None or model is None:
-        settings = _policy("bulkhead", {"bulkhead": dict(options)}, section="bulkhead")
+        settings = None if bh is not None else _policy("bulkhead", {"bulkhead": dict(options)},
+                                                       section="bulkhead")  # fmt: skip
 
         def build(clock: Any) -> Shield:
-            live = bh if bh is not None else settings.make_bulkhead(clock=clock)
+            live = bh if settings is None else settings.make_bulkhead(clock=clock)
             return Shield(bulkhead=live, clock=clock)
 
         own = build
@@ -382,13 +383,13 @@ def bulkhead(
 # -- building blocks ---------------------------------------------------------------------------
 
 
-def _bare(first: Any, primitive: type) -> tuple[Any, Any]:
+def _bare(name: str, first: Any, primitive: type) -> tuple[Any, Any]:
     """Split the first positional argument into (function for a bare `@decorator`, primitive)."""
     if first is None or isinstance(first, primitive):
         return None, first
     if callable(first) or isinstance(first, (classmethod, staticmethod)):
         return first, None
-    raise ConfigError(f"expected a {primitive.__name__} or a function, got {first!r}")
+    raise ConfigError(f"@{name}: expected a {primitive.__name__} or a function, got {first!r}")
 
 
 def _check_one_source(

@@ -182,13 +182,12 @@ def _check_backend(backend: object) -> None:
 class Registry:
     """Policies by model name or pattern, and the live state of every model key used so far."""
 
-    __slots__ = ("_state", "_lock", "_configured", "_testing_clock")
+    __slots__ = ("_state", "_lock", "_configured")
 
     def __init__(self) -> None:
         self._state = _State({}, strict=False, clock=SYSTEM_CLOCK, on_event=None)
         self._lock = threading.Lock()
         self._configured = False
-        self._testing_clock: Clock | None = None
 
     @property
     def policies(self) -> Mapping[str, Policy]:
@@ -210,7 +209,9 @@ class Registry:
     ) -> None:
         """Replace the policies. Bad configuration raises `ConfigError` here, naming the key.
 
-        `on_event` receives the events of every model key (retries, rejections, fallbacks).
+        `clock` defaults to the registry's current one (the system clock, or the `FakeClock` of
+        `testing.isolated()`). `on_event` receives the events of every model key: retries,
+        throttles, refusals, give-ups, late successes and fallbacks.
         """
         _check_backend(backend)
         if not isinstance(strict, bool):
@@ -218,7 +219,7 @@ class Registry:
         parsed = parse_policies(policies)
         with self._lock:
             if clock is None:
-                clock = self._testing_clock or SYSTEM_CLOCK
+                clock = self._state.clock
             state = _State(parsed, strict=strict, clock=clock, on_event=on_event)
             state.carry_over(self._state)
             self._state = state
@@ -277,19 +278,18 @@ class Registry:
         except ConfigError as exc:
             raise ConfigError(f"{CONFIG_ENV}={exc.message}") from None
 
-    def _enter_testing(self, clock: Clock) -> tuple[_State, Clock | None]:
-        """Fresh state on `clock`, also for any `configure` until `_leave_testing`."""
+    def _enter_testing(self, clock: Clock) -> _State:
+        """Fresh state on `clock` (which `configure` then keeps); returns the state to restore."""
         if not self._configured:
             self._configure_from_env()
         with self._lock:
-            saved = self._state, self._testing_clock
-            self._testing_clock = clock
-            self._state = self._state.fresh(clock)
+            saved = self._state
+            self._state = saved.fresh(clock)
             return saved
 
-    def _leave_testing(self, saved: tuple[_State, Clock | None]) -> None:
+    def _leave_testing(self, saved: _State) -> None:
         with self._lock:
-            self._state, self._testing_clock = saved
+            self._state = saved
 
     def __repr__(self) -> str:
         return f"Registry(policies={list(self._state.policies)!r}, keys={list(self._state.keys)!r})"

@@ -103,9 +103,17 @@ class _Guard(_Proxy):
             return None
         return on_end(error, self._self_last)
 
-    def _self_failed(self, error: BaseException) -> BaseException:
-        """The error to raise for a stream that failed with `error`."""
-        return self._self_end(error) or error
+    def _self_stopped(self, stop: BaseException) -> BaseException:
+        """Report how the stream stopped; returns what to raise: `stop` itself, or the error
+        the shield raises instead of a failure."""
+        if isinstance(stop, (StopIteration, StopAsyncIteration)):
+            self._self_end(None)
+            return stop
+        replacement = self._self_end(stop)
+        if replacement is None:
+            return stop
+        replacement.__cause__ = stop
+        return replacement
 
     def __del__(self) -> None:
         # A stream dropped before its end has ended: give back what it holds.
@@ -123,16 +131,9 @@ class GuardedStream(_Guard):
         if self._self_first is not END:
             return self._self_take_first()
         try:
-            item = next(self.__wrapped__)
-        except StopIteration:
-            self._self_end(None)
-            raise
-        except BaseException as exc:
-            error = self._self_failed(exc)
-            if error is exc:
-                raise
-            raise error from exc
-        self._self_last = item
+            self._self_last = item = next(self.__wrapped__)
+        except BaseException as stop:
+            raise self._self_stopped(stop)  # noqa: B904 - the stream's own error, or its cause
         return item
 
     def close(self) -> None:
@@ -160,16 +161,9 @@ class GuardedAsyncStream(_Guard):
         if self._self_first is not END:
             return self._self_take_first()
         try:
-            item = await self.__wrapped__.__anext__()
-        except StopAsyncIteration:
-            self._self_end(None)
-            raise
-        except BaseException as exc:
-            error = self._self_failed(exc)
-            if error is exc:
-                raise
-            raise error from exc
-        self._self_last = item
+            self._self_last = item = await self.__wrapped__.__anext__()
+        except BaseException as stop:
+            raise self._self_stopped(stop)  # noqa: B904 - the stream's own error, or its cause
         return item
 
     async def aclose(self) -> None:
