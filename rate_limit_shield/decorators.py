@@ -126,6 +126,7 @@ class _Options(NamedTuple):
     classifier: Classifier | None = None
     on_event: Listener | None = None
     timeout: float | None = None
+    max_wait: float | None = None
 
 
 # -- the decorators -----------------------------------------------------------------------------
@@ -187,7 +188,7 @@ def rate_limited(
     itpm: float | None = None,
     otpm: float | None = None,
     limits: list[Limit] | tuple[Limit, ...] = (),
-    max_wait: float = 60.0,
+    max_wait: float | None = None,
     model: Model | None = None,
     registry: Registry | None = None,
     cost: Callable[..., Cost] | None = None,
@@ -196,7 +197,7 @@ def rate_limited(
     """Wait for a rate permit before each call (at most `max_wait`), or raise `RateLimited`.
 
     Give a live `Limiter` (shared on purpose), rate keywords (`rpm=60`, `limits=[...]`), or a
-    `model` whose limiter to share.
+    `model` whose limiter to share. `max_wait` defaults to the model's, or 60 s.
     """
     rates = {"rpm": rpm, "rpd": rpd, "tpm": tpm, "itpm": itpm, "otpm": otpm}
     given: dict[str, Any] = {name: value for name, value in rates.items() if value is not None}
@@ -205,13 +206,11 @@ def rate_limited(
     _check_one_source("rate_limited", Limiter, limiter, bool(given), model)
     if limiter is None and not given and model is None:
         raise ConfigError("@rate_limited: give a Limiter, rate keywords (rpm=60, ...) or model=")
-    options = _Options(cost, usage)
+    options = _Options(cost, usage, max_wait=max_wait)
+    wait = max_wait if max_wait is not None else 60.0
+    policy = _policy("rate_limited", {**given, "max_wait": wait}, section=None)
     own = None
     if limiter is not None or given:
-        if limiter is None:
-            policy = _policy("rate_limited", {**given, "max_wait": max_wait}, section=None)
-        else:
-            policy = _policy("rate_limited", {"max_wait": max_wait}, section=None)
 
         def build(clock: Any) -> Shield:
             live = limiter if limiter is not None else policy.make_limiter(clock=clock)
@@ -445,7 +444,7 @@ def _key_shield(
         budget=key.budget if retry else None,
         classifier=options.classifier,
         timeout=timeout if retry else None,
-        max_wait=policy.max_wait,
+        max_wait=options.max_wait if options.max_wait is not None else policy.max_wait,
         cost=options.cost if options.cost is not None else key.cost,
         usage=options.usage,
         clock=key.clock,
