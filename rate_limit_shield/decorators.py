@@ -14,7 +14,17 @@ import contextlib
 import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, Protocol, TypedDict, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    NamedTuple,
+    ParamSpec,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    cast,
+    overload,
+)
 
 import wrapt
 
@@ -467,17 +477,17 @@ def _decorator(
         raise ConfigError(f"model={model!r} is not a model name nor a function")
     fallbacks = None
     if own is not None:
-        resolve = _fixed(registry, lambda state: _own_shield(own, state))
+        source = _fixed(registry, lambda state: _own_shield(own, state))
     elif isinstance(model, str):
         name = model
-        resolve = _fixed(registry, lambda state: from_key(registry.key(name)))
+        source = _fixed(registry, lambda state: from_key(registry.key(name)))
     else:
-        resolve = _per_call(registry, model, from_key)
+        source = _per_call(registry, model, from_key)
         if model is None:
-            fallbacks = _Fallbacks(registry, resolve, options.on_event)
+            fallbacks = _Fallbacks(registry, source.find, options.on_event)
 
     def decorate(fn: Any) -> Any:
-        return wrapt.FunctionWrapper(fn, _wrapper(_kind(fn), resolve, fallbacks))
+        return wrapt.FunctionWrapper(fn, _wrapper(_kind(fn), source, fallbacks))
 
     return decorate
 
@@ -491,26 +501,37 @@ def _own_shield(own: Callable[[Any], Shield], state: Any) -> Shield:
     return shield
 
 
-def _fixed(registry: Registry, make: Callable[[Any], Shield]) -> Resolve:
-    """One Shield for every call, found again by `make(state)` when the registry state changes."""
-    cached: tuple[object, Shield | None] = (None, None)  # no state is None: the first call makes
+class _Source:
+    """Where a decorator's Shield comes from: `shield` holds while `state` is the registry's
+    state, which the wrapper checks inline; otherwise the wrapper asks `find(args, kwargs)`. A
+    source whose Shield depends on the call (its model) leaves `state` None: it always asks."""
 
-    def resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Shield:
-        nonlocal cached
-        state, shield = cached
+    __slots__ = ("registry", "state", "shield", "find")
+
+    def __init__(self, registry: Registry, find: Resolve) -> None:
+        self.registry = registry
+        self.state: object = None
+        self.shield = cast(Shield, None)  # read only once `state` matches, which it does not yet
+        self.find = find
+
+
+def _fixed(registry: Registry, make: Callable[[Any], Shield]) -> _Source:
+    """One Shield for every call, found again by `make(state)` when the registry state changes."""
+
+    def find(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Shield:
         current = registry._state
-        if state is current:
-            return shield  # type: ignore[return-value]
         shield = make(current)
-        cached = (current, shield)
+        source.shield = shield  # before the state: who sees the new state sees its shield
+        source.state = current
         return shield
 
-    return resolve
+    source = _Source(registry, find)
+    return source
 
 
 def _per_call(
     registry: Registry, pick: Callable[..., str] | None, from_key: Callable[[Key], Shield]
-) -> Resolve:
+) -> _Source:
     """The Shield of the model each call names, cached per model until the state changes."""
     cached: tuple[object, dict[str, Shield]] = (None, {})
 
@@ -534,7 +555,7 @@ def _per_call(
         cached = (current, {**shields, model: shield})
         return shield
 
-    return resolve
+    return _Source(registry, resolve)
 
 
 class _Fallbacks:
@@ -609,13 +630,14 @@ def _kind(fn: Any) -> str:
     return "sync"
 
 
-def _wrapper(kind: str, resolve: Resolve, fallbacks: _Fallbacks | None) -> Callable[..., Any]:
+def _wrapper(kind: str, source: _Source, fallbacks: _Fallbacks | None) -> Callable[..., Any]:
     """The wrapt wrapper for one kind of function."""
+    registry = source.registry
 
     def sync(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _disabled:
             return wrapped(*args, **kwargs)
-        shield = resolve(args, kwargs)
+        shield = source.shield if source.state is registry._state else source.find(args, kwargs)
         try:
             return shield.call(wrapped, *args, **kwargs)
         except _FALLBACK_ERRORS as error:
@@ -634,7 +656,7 @@ def _wrapper(kind: str, resolve: Resolve, fallbacks: _Fallbacks | None) -> Calla
     ) -> Any:
         if _disabled:
             return await wrapped(*args, **kwargs)
-        shield = resolve(args, kwargs)
+        shield = source.shield if source.state is registry._state else source.find(args, kwargs)
         try:
             return await shield.acall(wrapped, *args, **kwargs)
         except _FALLBACK_ERRORS as error:

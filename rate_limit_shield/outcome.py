@@ -55,7 +55,7 @@ class DefaultClassifier:
     A `RateLimited` from an inner shield is THROTTLED with its hint; `QuotaExhausted` is FATAL.
     """
 
-    __slots__ = ("retry_on", "ignore", "retry_if_result", "_never_retried")
+    __slots__ = ("_retry_on", "_ignore", "_retry_if_result", "_never_retried")
 
     def __init__(
         self,
@@ -64,14 +64,28 @@ class DefaultClassifier:
         ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
         retry_if_result: Callable[[Any], bool] | None = None,
     ) -> None:
-        self.retry_on = retry_on
-        self.ignore = ignore
-        self.retry_if_result = retry_if_result
+        self._retry_on = retry_on
+        self._ignore = ignore
+        self._retry_if_result = retry_if_result
         ignored = ignore if isinstance(ignore, tuple) else (ignore,)
         self._never_retried: tuple[type[BaseException], ...] = (QuotaExhausted, *ignored)
 
+    # Read-only: a shield decides once whether it needs to look at results at all.
+
+    @property
+    def retry_on(self) -> type[BaseException] | tuple[type[BaseException], ...]:
+        return self._retry_on
+
+    @property
+    def ignore(self) -> type[BaseException] | tuple[type[BaseException], ...]:
+        return self._ignore
+
+    @property
+    def retry_if_result(self) -> Callable[[Any], bool] | None:
+        return self._retry_if_result
+
     def classify_result(self, result: Any) -> Verdict:
-        if self.retry_if_result is not None and self.retry_if_result(result):
+        if self._retry_if_result is not None and self._retry_if_result(result):
             return _FAILURE
         return SUCCESS
 
@@ -80,7 +94,7 @@ class DefaultClassifier:
             return _IGNORED
         if isinstance(error, RateLimited):
             return Verdict(Outcome.THROTTLED, error.retry_after)
-        if isinstance(error, self.retry_on):
+        if isinstance(error, self._retry_on):
             return _FAILURE
         return _IGNORED
 

@@ -64,6 +64,7 @@ class Shield:
         "_retry",
         "_bulkhead",
         "_classifier",
+        "_classify_result",
         "_budget",
         "_timeout",
         "_max_wait",
@@ -107,6 +108,13 @@ class Shield:
         self._retry = retry
         self._bulkhead = bulkhead
         self._classifier: Classifier = classifier if classifier is not None else DefaultClassifier()
+        # None when every result is a success: the common call then skips asking.
+        self._classify_result: Callable[[Any], Verdict] | None = (
+            None
+            if type(self._classifier) is DefaultClassifier
+            and self._classifier.retry_if_result is None
+            else self._classifier.classify_result
+        )
         self._budget = budget
         self._timeout = timeout
         self._max_wait = float(max_wait)
@@ -191,6 +199,7 @@ class Shield:
         deadline, cost = self._start(args, kwargs) if self._per_call else _PLAIN
         bulkhead = self._bulkhead
         breaker = self._breaker
+        classify_result = self._classify_result
         attempt = 0
         delay: float | None = None
         error: BaseException | None = None
@@ -226,7 +235,7 @@ class Shield:
                 raise
             else:
                 error = None
-                verdict = self._classifier.classify_result(result)
+                verdict = SUCCESS if classify_result is None else classify_result(result)
                 if verdict is SUCCESS:
                     if permit is not None and breaker is not None:
                         breaker.record(permit, _SUCCESS, self._duration(started))
@@ -253,6 +262,7 @@ class Shield:
         deadline, cost = self._start(args, kwargs) if self._per_call else _PLAIN
         bulkhead = self._bulkhead
         breaker = self._breaker
+        classify_result = self._classify_result
         attempt = 0
         delay: float | None = None
         error: BaseException | None = None
@@ -296,7 +306,7 @@ class Shield:
                 raise
             else:
                 error = None
-                verdict = self._classifier.classify_result(result)
+                verdict = SUCCESS if classify_result is None else classify_result(result)
                 if verdict is SUCCESS:
                     if permit is not None and breaker is not None:
                         breaker.record(permit, _SUCCESS, self._duration(started))
