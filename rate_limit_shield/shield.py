@@ -238,7 +238,8 @@ class Shield:
                 verdict = SUCCESS if classify_result is None else classify_result(result)
                 if verdict is SUCCESS:
                     if permit is not None and breaker is not None:
-                        breaker.record(permit, _SUCCESS, self._duration(started))
+                        took = clock.monotonic() - started if self._timed else 0.0
+                        breaker.record(permit, _SUCCESS, took)
                     if reservation is not None or attempt > 1:
                         self._after_success(reservation, result, attempt)
                     return result
@@ -309,7 +310,8 @@ class Shield:
                 verdict = SUCCESS if classify_result is None else classify_result(result)
                 if verdict is SUCCESS:
                     if permit is not None and breaker is not None:
-                        breaker.record(permit, _SUCCESS, self._duration(started))
+                        took = clock.monotonic() - started if self._timed else 0.0
+                        breaker.record(permit, _SUCCESS, took)
                     if reservation is not None or attempt > 1:
                         self._after_success(reservation, result, attempt)
                     return result
