@@ -639,14 +639,14 @@ def _wrapper(kind: str, source: _Source, fallbacks: _Fallbacks | None) -> Callab
             return wrapped(*args, **kwargs)
         shield = source.shield if source.state is registry._state else source.find(args, kwargs)
         try:
-            return shield.call(wrapped, *args, **kwargs)
+            return shield.invoke(wrapped, args, kwargs)
         except _FALLBACK_ERRORS as error:
             if fallbacks is None:
                 raise
             run = fallbacks.run(error, args, kwargs)
             for fallback, fallback_kwargs in run:
                 try:
-                    return fallback.call(wrapped, *args, **fallback_kwargs)
+                    return fallback.invoke(wrapped, args, fallback_kwargs)
                 except _FALLBACK_ERRORS as refusal:
                     run.refused_by(refusal)
             raise
@@ -658,14 +658,14 @@ def _wrapper(kind: str, source: _Source, fallbacks: _Fallbacks | None) -> Callab
             return await wrapped(*args, **kwargs)
         shield = source.shield if source.state is registry._state else source.find(args, kwargs)
         try:
-            return await shield.acall(wrapped, *args, **kwargs)
+            return await shield.ainvoke(wrapped, args, kwargs)
         except _FALLBACK_ERRORS as error:
             if fallbacks is None:
                 raise
             run = fallbacks.run(error, args, kwargs)
             for fallback, fallback_kwargs in run:
                 try:
-                    return await fallback.acall(wrapped, *args, **fallback_kwargs)
+                    return await fallback.ainvoke(wrapped, args, fallback_kwargs)
                 except _FALLBACK_ERRORS as refusal:
                     run.refused_by(refusal)
             raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar, cast
 
 from .breaker import CircuitBreaker, Permit
@@ -195,6 +195,19 @@ class Shield:
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Call `fn(*args, **kwargs)` through the shield, waiting by sleeping."""
+        return self.invoke(fn, args, kwargs)
+
+    def acall(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, T]:
+        """Await `fn(*args, **kwargs)` through the shield, waiting by awaiting.
+
+        With a `timeout`, each attempt is also cut off at the deadline.
+        """
+        return self.ainvoke(fn, args, kwargs)
+
+    def invoke(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        """`call` for wrappers that hold the arguments as a tuple and a dict already."""
         clock = self._clock
         deadline, cost = self._start(args, kwargs) if self._per_call else _PLAIN
         bulkhead = self._bulkhead
@@ -254,11 +267,10 @@ class Shield:
             if delay > 0.0:
                 clock.sleep(delay)
 
-    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Await `fn(*args, **kwargs)` through the shield, waiting by awaiting.
-
-        With a `timeout`, each attempt is also cut off at the deadline.
-        """
+    async def ainvoke(
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        """`acall` for wrappers that hold the arguments as a tuple and a dict already."""
         clock = self._clock
         deadline, cost = self._start(args, kwargs) if self._per_call else _PLAIN
         bulkhead = self._bulkhead
