@@ -241,6 +241,49 @@ def test_threads_asking_for_a_new_key_at_once_get_the_same_object(round_: int) -
     assert registry.key("m") is keys[0]
 
 
+DECORATIONS_BY_SOURCE: dict[str, Callable[[Registry], Callable[..., Any]]] = {
+    "model from the call": lambda registry: rls.shielded(registry=registry),
+    "model from a function": lambda registry: rls.shielded(
+        model=lambda **kwargs: kwargs["model"], registry=registry
+    ),
+}
+
+
+def test_calls_from_threads_while_configure_runs_all_complete() -> None:
+    """Readers never lock: a configure swapping the state under 8 calling threads loses no call
+    and raises nothing; every call goes through one of the configurations."""
+    registry = make_registry({"gpt-*": {"rpm": 1e9}})
+    decorated = {
+        name: decorate(registry)(echo_model) for name, decorate in DECORATIONS_BY_SOURCE.items()
+    }
+    stop = threading.Event()
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def call(function: Callable[..., str], model: str) -> None:
+        while not stop.is_set():
+            try:
+                results.append(function(model=model))
+            except BaseException as exc:  # any error at all fails the test
+                errors.append(exc)
+
+    threads = [
+        threading.Thread(target=call, args=(function, f"gpt-{n % 2}"))
+        for n, function in enumerate(list(decorated.values()) * 4)
+    ]
+    for thread in threads:
+        thread.start()
+    for n in range(200):
+        registry.configure({"gpt-*": {"rpm": 1e9 + n % 2}, "default": {}})
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not errors
+    assert len(results) > 8
+    assert set(results) <= {"gpt-0", "gpt-1"}
+    assert registry.key("gpt-0").policy.rpm == 1e9 + 1
+
+
 # -- configure -----------------------------------------------------------------------------------
 
 DECORATIONS: dict[str, Callable[[Registry], Callable[..., Any]]] = {
