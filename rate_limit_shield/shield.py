@@ -249,7 +249,7 @@ class Shield:
             else:
                 error = None
                 verdict = SUCCESS if classify_result is None else classify_result(result)
-                if verdict is SUCCESS:
+                if verdict is SUCCESS or verdict.outcome is _SUCCESS:
                     if permit is not None and breaker is not None:
                         took = clock.monotonic() - started if self._timed else 0.0
                         breaker.record(permit, _SUCCESS, took)
@@ -320,7 +320,7 @@ class Shield:
             else:
                 error = None
                 verdict = SUCCESS if classify_result is None else classify_result(result)
-                if verdict is SUCCESS:
+                if verdict is SUCCESS or verdict.outcome is _SUCCESS:
                     if permit is not None and breaker is not None:
                         took = clock.monotonic() - started if self._timed else 0.0
                         breaker.record(permit, _SUCCESS, took)
@@ -486,7 +486,7 @@ class Shield:
         if replacement is not None:
             self._emit(GAVE_UP, attempt, None, outcome, replacement)
             raise replacement from error
-        if outcome is _IGNORED:
+        if outcome is _IGNORED or outcome is _SUCCESS:  # an error a classifier calls a success
             return None
         retry = self._retry
         if retry is None or attempt >= retry.max_attempts:

@@ -641,3 +641,113 @@ def test_snapshot_shows_what_each_part_holds(clock):
         "bulkhead": None,
         "budget": None,
     }
+
+
+# -- streams -----------------------------------------------------------------------------------
+
+
+def tokens(*items: object, fail: BaseException | None = None):
+    yield from items
+    if fail is not None:
+        raise fail
+
+
+async def atokens(*items: object, fail: BaseException | None = None):
+    for item in items:
+        yield item
+    if fail is not None:
+        raise fail
+
+
+def drain(shield: Shield, asynchronous: bool, *items: object, fail: BaseException | None = None):
+    """Run a stream of `items` through the shield to its end; returns what it delivered."""
+    if not asynchronous:
+        return list(shield.call(tokens, *items, fail=fail))
+
+    async def consume() -> list[object]:
+        async def start(*items: object, fail: BaseException | None) -> object:
+            return atokens(*items, fail=fail)
+
+        return [item async for item in await shield.acall(start, *items, fail=fail)]
+
+    return run(consume())
+
+
+def token_shield(clock: FakeClock, **kwargs: object) -> tuple[Shield, Limiter]:
+    limiter = Limiter([Limit(100, 60, unit="tokens")], clock=clock)
+    shield = make(
+        clock,
+        bucket=limiter,
+        cost=lambda *args, **kwargs: {"tokens": 50},
+        usage=lambda last: {"tokens": last},
+        **kwargs,
+    )
+    return shield, limiter
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_stream_settles_its_usage_from_its_last_item_when_it_ends(clock, asynchronous):
+    shield, limiter = token_shield(clock)
+    assert drain(shield, asynchronous, 1, 2, 7) == [1, 2, 7]
+    assert limiter.levels() == {"100/60s tokens": 93.0}  # charged 7, not the estimate of 50
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_stream_failing_after_its_first_item_keeps_the_estimate_and_is_not_retried(
+    clock, asynchronous
+):
+    shield, limiter = token_shield(clock)
+    with pytest.raises(Boom) as info:
+        drain(shield, asynchronous, 1, 2, fail=Boom("connection reset"))
+    assert limiter.levels() == {"100/60s tokens": 50.0}
+    assert clock.sleeps == []
+    assert "the stream failed after delivering items" in info.value.__notes__[0]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_stream_throttled_mid_way_pauses_the_key_for_every_caller(clock, asynchronous):
+    shield, limiter = token_shield(clock)
+    with pytest.raises(RateLimited):
+        drain(shield, asynchronous, 1, fail=RateLimited("429", retry_after=12.0))
+    assert limiter.paused_for == pytest.approx(12.0)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_stream_error_the_classifier_replaces_is_raised_from_the_original(clock, asynchronous):
+    class Quota:
+        def classify_result(self, result: object) -> Verdict:
+            return Verdict(Outcome.SUCCESS)
+
+        def classify_error(self, error: BaseException) -> Verdict:
+            return Verdict(Outcome.IGNORED, None, QuotaExhausted("quota gone", cause=error))
+
+    shield = make(clock, classifier=Quota())
+    with pytest.raises(QuotaExhausted) as info:
+        drain(shield, asynchronous, 1, fail=Boom("insufficient_quota"))
+    assert isinstance(info.value.__cause__, Boom)
+
+
+class EqualButNotTheSame:
+    """A classifier building its own verdicts: a success is `Verdict(Outcome.SUCCESS)`, and so
+    is an error it forgives."""
+
+    def classify_result(self, result: object) -> Verdict:
+        return Verdict(Outcome.SUCCESS)
+
+    def classify_error(self, error: BaseException) -> Verdict:
+        return Verdict(Outcome.SUCCESS)
+
+
+def test_a_success_verdict_of_a_custom_classifier_is_not_retried(clock):
+    flaky = Flaky(0)
+    assert make(clock, classifier=EqualButNotTheSame()).call(flaky) == "ok"
+    assert flaky.calls == 1
+
+
+def test_an_error_a_custom_classifier_calls_a_success_is_raised_at_once(clock):
+    flaky = Flaky(5)
+    breaker = CircuitBreaker(1, clock=clock)
+    with pytest.raises(Boom):
+        make(clock, breaker=breaker, classifier=EqualButNotTheSame()).call(flaky)
+    assert flaky.calls == 1
+    assert breaker.state is State.CLOSED
