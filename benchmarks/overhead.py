@@ -384,6 +384,11 @@ def main() -> None:
         results[SHIELDED] / (shield + results[WRAPT]),
         1.5,
     )
+    check(
+        f"{ASHIELDED} at most 1.5x ({ASHIELD} + {WRAPT})",
+        results[ASHIELDED] / (results[ASHIELD] + results[WRAPT]),
+        1.5,
+    )
     check(f"{DISABLED} at most 2x the {WRAPT}", results[DISABLED] / results[WRAPT], 2.0)
 
 

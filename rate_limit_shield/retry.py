@@ -162,10 +162,14 @@ class RetryBudget:
         return bucket
 
     def record_call(self) -> None:
-        """Count one call (a first attempt)."""
+        """Count one call (a first attempt). Every call pays this: `_bucket` is inlined."""
         second = int(self._clock.monotonic())
+        ring = self._ring
         with self._lock:
-            self._bucket(second)[1] += 1
+            bucket = ring[second % len(ring)]
+            if bucket[0] != second:
+                bucket[0], bucket[1], bucket[2] = second, 0, 0
+            bucket[1] += 1
 
     def try_spend(self) -> bool:
         """Take one retry from the budget if there is one left."""
