@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from functools import partial
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -484,7 +485,7 @@ def _decorator(
     else:
         source = _per_call(registry, model, from_key)
         if model is None:
-            fallbacks = _Fallbacks(registry, source.find, options.on_event)
+            fallbacks = partial(_FallbackRun, registry, source.find, options.on_event)
 
     def decorate(fn: Any) -> Any:
         return wrapt.FunctionWrapper(fn, _wrapper(_kind(fn), source, fallbacks))
@@ -558,36 +559,24 @@ def _per_call(
     return _Source(registry, resolve)
 
 
-class _Fallbacks:
-    """The models to try after a refusal, each through its own policy and state."""
-
-    __slots__ = ("_registry", "_resolve", "_on_event")
-
-    def __init__(self, registry: Registry, resolve: Resolve, on_event: Listener | None) -> None:
-        self._registry = registry
-        self._resolve = resolve
-        self._on_event = on_event
-
-    def run(
-        self, error: ShieldError, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> _FallbackRun:
-        return _FallbackRun(self, error, args, kwargs)
-
-
 class _FallbackRun:
     """One call's walk down its model's fallbacks: yields (shield, kwargs) for each, telling
     which model refused (`refused_by` the refusal of the last one) and which one comes next."""
 
-    __slots__ = ("_fallbacks", "_error", "_args", "_kwargs", "_refusal")
+    __slots__ = ("_registry", "_resolve", "_on_event", "_error", "_args", "_kwargs", "_refusal")
 
     def __init__(
         self,
-        fallbacks: _Fallbacks,
+        registry: Registry,
+        resolve: Resolve,
+        on_event: Listener | None,
         error: ShieldError,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        self._fallbacks = fallbacks
+        self._registry = registry
+        self._resolve = resolve
+        self._on_event = on_event
         self._error = error
         self._args = args
         self._kwargs = kwargs
@@ -597,10 +586,9 @@ class _FallbackRun:
         self._refusal = refusal
 
     def __iter__(self) -> Iterator[tuple[Shield, dict[str, Any]]]:
-        fallbacks = self._fallbacks
         refused = self._kwargs["model"]
-        key = fallbacks._registry.key(refused)
-        listener = fallbacks._on_event if fallbacks._on_event is not None else key.shield.on_event
+        key = self._registry.key(refused)
+        listener = self._on_event if self._on_event is not None else key.shield.on_event
         tried = []
         for fallback in key.policy.fallbacks:
             refusal = self._refusal
@@ -609,7 +597,7 @@ class _FallbackRun:
                                      fallback))  # fmt: skip
             tried.append(f"{fallback} ({type(refusal).__name__} from {refused})")
             kwargs = {**self._kwargs, "model": fallback}
-            yield fallbacks._resolve(self._args, kwargs), kwargs
+            yield self._resolve(self._args, kwargs), kwargs
             refused = fallback
         if tried:
             add_note(self._error, f"rate-limit-shield: fallbacks tried: {', '.join(tried)}")
@@ -630,7 +618,9 @@ def _kind(fn: Any) -> str:
     return "sync"
 
 
-def _wrapper(kind: str, source: _Source, fallbacks: _Fallbacks | None) -> Callable[..., Any]:
+def _wrapper(
+    kind: str, source: _Source, fallbacks: Callable[..., _FallbackRun] | None
+) -> Callable[..., Any]:
     """The wrapt wrapper for one kind of function."""
     registry = source.registry
 
@@ -643,7 +633,7 @@ def _wrapper(kind: str, source: _Source, fallbacks: _Fallbacks | None) -> Callab
         except _FALLBACK_ERRORS as error:
             if fallbacks is None:
                 raise
-            run = fallbacks.run(error, args, kwargs)
+            run = fallbacks(error, args, kwargs)
             for fallback, fallback_kwargs in run:
                 try:
                     return fallback.invoke(wrapped, args, fallback_kwargs)
@@ -662,7 +652,7 @@ def _wrapper(kind: str, source: _Source, fallbacks: _Fallbacks | None) -> Callab
         except _FALLBACK_ERRORS as error:
             if fallbacks is None:
                 raise
-            run = fallbacks.run(error, args, kwargs)
+            run = fallbacks(error, args, kwargs)
             for fallback, fallback_kwargs in run:
                 try:
                     return await fallback.ainvoke(wrapped, args, fallback_kwargs)
