@@ -4,12 +4,15 @@ environment variable, the seed's LLMShield, `testing.isolated` and the `shield_c
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import rate_limit_shield as rls
 from rate_limit_shield.breaker import State
@@ -100,6 +103,37 @@ def test_unconfigured_registry_gives_the_built_in_policy(monkeypatch: pytest.Mon
     monkeypatch.delenv(ENV, raising=False)
     key = Registry().key("gpt-4o")
     assert (key.pattern, key.policy) == ("(built-in)", Policy())
+
+
+_NAMES = st.text(alphabet="ab-4*?", min_size=1, max_size=6)
+
+
+@given(
+    patterns=st.lists(_NAMES, min_size=1, max_size=6, unique=True),
+    model=st.text(alphabet="ab-4", min_size=1, max_size=6),
+)
+def test_a_model_gets_the_most_specific_of_the_patterns_it_matches(
+    patterns: list[str], model: str
+) -> None:
+    """Property: the chosen policy is the exact name if configured, else a matching pattern with
+    no other match more literal (or as literal and longer); else the default."""
+    registry = make_registry({**{name: {"rpm": 1} for name in patterns}, "default": {}})
+    chosen = registry.key(model).pattern
+    matching = [name for name in patterns if fnmatch.fnmatchcase(model, name)]
+    if model in patterns:
+        assert chosen == model
+    elif not matching:
+        assert chosen == "default"
+    else:
+
+        def rank(name: str) -> tuple[int, int]:
+            return (sum(char not in "*?[]" for char in name), len(name))
+
+        assert chosen in matching
+        assert rank(chosen) == max(rank(name) for name in matching)
+        assert chosen == next(
+            name for name in patterns if name in matching and rank(name) == rank(chosen)
+        )
 
 
 def test_strict_registry_refuses_an_unknown_model_naming_it() -> None:
