@@ -119,12 +119,15 @@ class Limiter:
     A number cost is charged to every limit; a mapping charges each limit the amount of its unit
     (a missing unit is 0, except that "tokens" defaults to input_tokens + output_tokens).
     A limit in debt (a settle above the estimate) holds back every request until it is repaid,
-    even one that charges it nothing. Only the drivers `acquire` and `aacquire` wait.
+    even one that charges it nothing. Only the drivers `acquire` and `aacquire` wait. With no
+    limits at all, a limiter only pauses: a key without rate limits still honours a Retry-After.
     """
 
     __slots__ = (
         "_capacities",
         "_clock",
+        "_periods",
+        "_rate_factor",
         "_simple_capacity",
         "_simple_interval",
         "_simple_tau",
@@ -144,8 +147,6 @@ class Limiter:
         self, limits: Iterable[Limit], *, clock: Clock | None = None, name: str = ""
     ) -> None:
         self.limits = tuple(limits)
-        if not self.limits:
-            raise ConfigError("limits must hold at least one Limit, got none")
         for limit in self.limits:
             if not isinstance(limit, Limit):
                 raise ConfigError(f"limits must hold Limit objects, got {limit!r}")
@@ -155,20 +156,16 @@ class Limiter:
         self._clock = clock if clock is not None else SYSTEM_CLOCK
         self._monotonic: Callable[[], float] = self._clock.monotonic
         self._lock = threading.Lock()
-        self._intervals = tuple(limit.per_seconds / limit.amount for limit in self.limits)
+        self._periods = tuple(limit.per_seconds / limit.amount for limit in self.limits)
         self._capacities = tuple(float(limit.capacity) for limit in self.limits)
-        self._min_capacity = min(self._capacities)
-        self._taus = tuple(
-            capacity * interval
-            for capacity, interval in zip(self._capacities, self._intervals, strict=True)
-        )
+        self._min_capacity = min(self._capacities, default=math.inf)
         self._units = tuple(limit.unit for limit in self.limits)
         self._tats = [-math.inf] * len(self.limits)  # at or before now: the bucket starts full
         self._paused_until = -math.inf
-        # One limit and a plain number cost take the fast path; -1 closes it for several limits.
+        # One limit and a plain number cost take the fast path; -1 closes it otherwise.
         self._simple_capacity = self._capacities[0] if len(self.limits) == 1 else -1.0
-        self._simple_interval = self._intervals[0]
-        self._simple_tau = self._taus[0]
+        self._rate_factor = 1.0
+        self._set_intervals(self._periods)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -191,7 +188,10 @@ class Limiter:
                 return True
             finally:
                 lock.release()
-        return self._commit(self._increments(cost), 0.0)[1] == 0.0
+        increments = self._increments(cost)
+        if not increments:  # no limits: only a pause holds calls back
+            return self._monotonic() >= self._paused_until
+        return self._commit(increments, 0.0)[1] == 0.0
 
     def reserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
         """Commit `cost` on every limit if the wait for it is at most `max_wait`.
@@ -253,6 +253,53 @@ class Limiter:
             if until > self._paused_until:
                 self._paused_until = until
 
+    def clamp(self, unit: str, remaining: float, limit: float | None = None) -> None:
+        """Hold the local bucket of `unit` to at most `remaining`, as the provider reports it.
+
+        A server that says less is left than this limiter thinks (other clients share the quota,
+        or the configured limit is too high) is believed; one that says more is not, since calls
+        in flight here are not in its count yet. Of several limits of `unit`, the one whose amount
+        is nearest the provider's `limit` is held (or the shortest window, when it is unknown).
+        The bucket then refills at its own rate.
+        """
+        indexes = [index for index, own in enumerate(self._units) if own == unit]
+        if not indexes or not remaining >= 0.0:
+            return
+        if limit is not None and limit > 0.0:
+            index = min(indexes, key=lambda i: abs(math.log(self.limits[i].amount / limit)))
+        else:
+            index = min(indexes, key=lambda i: self.limits[i].per_seconds)
+        used = self._capacities[index] - min(remaining, self._capacities[index])
+        with self._lock:
+            floor = self._monotonic() + used * self._intervals[index]
+            if floor > self._tats[index]:
+                self._tats[index] = floor
+
+    @property
+    def rate_factor(self) -> float:
+        """The share of the configured rates in force (1.0 unless `scale_rates` cut it)."""
+        return self._rate_factor
+
+    def scale_rates(self, factor: float) -> None:
+        """Refill every limit at `factor` (0 < factor <= 1) times its configured rate.
+
+        Capacities stay, and so does what each bucket holds now; only the refill slows or
+        recovers. Reservations made before are given back at the rate they were made at.
+        """
+        if not 0.0 < _number(factor) <= 1.0:
+            raise ValueError(f"factor must be in (0, 1], got {factor!r}")
+        with self._lock:
+            if factor == self._rate_factor:
+                return
+            now = self._monotonic()
+            old = self._intervals
+            self._rate_factor = factor
+            self._set_intervals(tuple(period / factor for period in self._periods))
+            self._tats = [
+                now + (tat - now) * new / interval if tat > now else tat
+                for tat, interval, new in zip(self._tats, old, self._intervals, strict=True)
+            ]
+
     # -- drivers ---------------------------------------------------------------------------
 
     def acquire(self, cost: Cost = 1, timeout: float | None = None) -> Reservation:
@@ -285,8 +332,10 @@ class Limiter:
 
     @property
     def available(self) -> float:
-        """Tokens that could be taken now from the first limit (never below 0)."""
-        return max(0.0, self._tokens()[0])
+        """Tokens that could be taken now from the first limit (never below 0; infinite with
+        no limit)."""
+        tokens = self._tokens()
+        return max(0.0, tokens[0]) if tokens else math.inf
 
     def levels(self) -> dict[str, float]:
         """Tokens left on each limit, by label; negative while reservations wait or after debt."""
@@ -330,6 +379,13 @@ class Limiter:
                 f"{name} {cost!r} exceeds the capacity of limit {limit} and could never be granted"
             )
         return tuple(map(operator.mul, amounts, self._intervals))
+
+    def _set_intervals(self, intervals: tuple[float, ...]) -> None:
+        """Seconds per unit of each limit, and what follows from them."""
+        self._intervals = intervals
+        self._taus = tuple(map(operator.mul, self._capacities, intervals))
+        self._simple_interval = intervals[0] if intervals else 0.0
+        self._simple_tau = self._taus[0] if intervals else 0.0
 
     def _tokens(self) -> list[float]:
         with self._lock:

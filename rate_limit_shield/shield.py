@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar, cast
 
 from .breaker import CircuitBreaker, Permit
@@ -50,7 +50,9 @@ class Shield:
     """Calls a function through a limiter, a breaker, a bulkhead and a retry policy.
 
     Every part is optional. `cost` computes a call's rate cost from its arguments (default 1);
-    `usage` reads the real cost from a result so the limiter can refund or charge the difference.
+    `usage` reads the real cost from a result so the limiter can refund or charge the difference
+    (from every item of a stream, a later amount for a unit replacing an earlier one). `guide`
+    is told each attempt's outcome and its result or error, to learn from the server's headers.
     `timeout` is a deadline for the whole call, retries and waits included; `max_wait` bounds
     each wait for a rate permit. A call returns the function's result, or raises its last
     exception (with a note of the attempts made), or a `ShieldError`.
@@ -70,6 +72,7 @@ class Shield:
         "_max_wait",
         "_cost",
         "_usage",
+        "_guide",
         "_clock",
         "_timed",
         "_per_call",
@@ -89,6 +92,7 @@ class Shield:
         max_wait: float = 60.0,
         cost: Callable[..., Cost] | None = None,
         usage: Callable[[Any], Cost | None] | None = None,
+        guide: Callable[[Outcome, Any], None] | None = None,
         clock: Clock | None = None,
         name: str = "",
         on_event: Listener | None = None,
@@ -120,6 +124,7 @@ class Shield:
         self._max_wait = float(max_wait)
         self._cost = cost
         self._usage = usage
+        self._guide = guide
         self._clock = clock if clock is not None else SYSTEM_CLOCK
         # Decided once, so that the common call reads no clock and computes nothing it won't use.
         self._timed = breaker is not None and breaker.slow_call_duration is not None
@@ -253,13 +258,18 @@ class Shield:
                     if permit is not None and breaker is not None:
                         took = clock.monotonic() - started if self._timed else 0.0
                         breaker.record(permit, _SUCCESS, took)
+                    if self._guide is not None:
+                        self._guide(_SUCCESS, result)
                     if reservation is not None or attempt > 1:
                         self._after_success(reservation, result, attempt)
                     return result
             finally:
                 if bulkhead is not None and not held:
                     bulkhead.release()
-            delay = self._after_attempt(verdict, error, permit, started, attempt, deadline, delay)
+            subject = result if error is None else error
+            delay = self._after_attempt(
+                verdict, error, subject, permit, started, attempt, deadline, delay
+            )
             if delay is None:
                 if error is None:
                     return result
@@ -324,13 +334,18 @@ class Shield:
                     if permit is not None and breaker is not None:
                         took = clock.monotonic() - started if self._timed else 0.0
                         breaker.record(permit, _SUCCESS, took)
+                    if self._guide is not None:
+                        self._guide(_SUCCESS, result)
                     if reservation is not None or attempt > 1:
                         self._after_success(reservation, result, attempt)
                     return result
             finally:
                 if bulkhead is not None and not held:
                     bulkhead.release()
-            delay = self._after_attempt(verdict, error, permit, started, attempt, deadline, delay)
+            subject = result if error is None else error
+            delay = self._after_attempt(
+                verdict, error, subject, permit, started, attempt, deadline, delay
+            )
             if delay is None:
                 if error is None:
                     return result
@@ -410,11 +425,21 @@ class Shield:
         The call's duration, for slow-call accounting, is the wait for the first item.
         """
         duration = self._duration(started)
+        usage = self._usage if reservation is not None else None
 
         def on_end(error: BaseException | None, last: Any) -> BaseException | None:
             return self._end_stream(permit, reservation, attempt, duration, error, last)
 
-        return cast(T, guard(stream, first, on_end))
+        def track(so_far: Cost | None, item: Any) -> Cost | None:
+            assert usage is not None
+            more = usage(item)
+            if more is None or so_far is None:
+                return so_far if more is None else more
+            if isinstance(so_far, Mapping) and isinstance(more, Mapping):
+                return {**so_far, **more}
+            return more
+
+        return cast(T, guard(stream, first, on_end, None if usage is None else track))
 
     def _end_stream(
         self,
@@ -433,8 +458,10 @@ class Shield:
         if error is None:
             if permit is not None and breaker is not None:
                 breaker.record(permit, _SUCCESS, duration)
-            if reservation is not None or attempt > 1:
-                self._after_success(reservation, last, attempt)
+            if reservation is not None and self._usage is not None:
+                self._settle(reservation, last)  # what `track` folded from the items
+            if attempt > 1:
+                self._emit(SUCCEEDED, attempt, None, _SUCCESS, None)
             return None
         if not isinstance(error, Exception):  # interrupted: no verdict on the provider
             if permit is not None and breaker is not None:
@@ -443,6 +470,8 @@ class Shield:
         outcome, hint, replacement = self._classifier.classify_error(error)
         if permit is not None and breaker is not None:
             breaker.record(permit, outcome, duration)
+        if self._guide is not None:
+            self._guide(outcome, error)
         self._throttled(outcome, hint, attempt, error)
         raised = replacement if replacement is not None else error
         self._give_up(raised, attempt, outcome, "the stream failed after delivering items")
@@ -454,17 +483,20 @@ class Shield:
 
     def _after_success(self, reservation: Reservation | None, result: Any, attempt: int) -> None:
         """Settle the rate reservation from the result's usage; tell of a success after retries."""
-        if self._usage is not None and reservation is not None and self._limiter is not None:
-            actual = self._usage(result)
-            if actual is not None:
-                self._limiter.settle(reservation, actual)
+        if self._usage is not None and reservation is not None:
+            self._settle(reservation, self._usage(result))
         if attempt > 1:
             self._emit(SUCCEEDED, attempt, None, _SUCCESS, None)
+
+    def _settle(self, reservation: Reservation, actual: Cost | None) -> None:
+        if actual is not None and self._limiter is not None:
+            self._limiter.settle(reservation, actual)
 
     def _after_attempt(
         self,
         verdict: Verdict,
         error: BaseException | None,
+        subject: Any,
         permit: Permit | None,
         started: float,
         attempt: int,
@@ -473,7 +505,8 @@ class Shield:
     ) -> float | None:
         """Record a failed, throttled or ignored attempt and decide what comes next.
 
-        Returns the delay before the next attempt, or None to give up: the driver then raises
+        `subject` is the error, or the result the classifier rejected. Returns the delay before
+        the next attempt, or None to give up: the driver then raises
         `error` (noted here) or, for a rejected result, returns it. Raises the error the verdict
         names instead, a `RateLimited` when the server's hint outlasts the deadline, or a
         `CircuitOpen` when the breaker opened and would still be open after the delay.
@@ -482,6 +515,8 @@ class Shield:
         outcome, hint, replacement = verdict
         if permit is not None and self._breaker is not None:
             self._breaker.record(permit, outcome, self._duration(started))
+        if self._guide is not None:
+            self._guide(outcome, subject)
         self._throttled(outcome, hint, attempt, error)
         if replacement is not None:
             self._emit(GAVE_UP, attempt, None, outcome, replacement)

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 else:
     _Proxy = wrapt.ObjectProxy
 
-__all__ = ["PLAIN", "SYNC", "ASYNC", "END", "KINDS", "kind_of", "first_item", "afirst_item"]
+__all__ = ["PLAIN", "SYNC", "ASYNC", "END", "KINDS", "OnEnd", "Track"]
+__all__ += ["kind_of", "first_item", "afirst_item"]
 
 PLAIN, SYNC, ASYNC = 1, 2, 3  # all true, so that `KINDS.get(cls) or kind_of(cls)` works
 END: Any = object()
@@ -31,8 +32,10 @@ END: Any = object()
 
 KINDS: dict[type, int] = {GeneratorType: SYNC, AsyncGeneratorType: ASYNC}
 OnEnd = Callable[[BaseException | None, Any], BaseException | None]
-"""Told once how a stream ended (its error or None, and its last item); may return an error to
-raise instead of the stream's own."""
+"""Told once how a stream ended (its error or None, and its last item or what `Track` made of the
+items); may return an error to raise instead of the stream's own."""
+Track = Callable[[Any, Any], Any]
+"""Folds each item into what the stream's end is told instead of its last item: `(so_far, item)`."""
 
 
 def kind_of(cls: type) -> int:
@@ -86,16 +89,24 @@ async def _aclose(stream: object) -> None:
 class _Guard(_Proxy):
     """Proxies the stream (its attributes stay reachable) and reports its end exactly once."""
 
-    def __init__(self, stream: object, first: Any, on_end: OnEnd) -> None:
+    def __init__(
+        self, stream: object, first: Any, on_end: OnEnd, track: Track | None = None
+    ) -> None:
         super().__init__(stream)
         self._self_first = first
         self._self_last: Any = None
         self._self_on_end: OnEnd | None = on_end
+        self._self_track = track
 
     def _self_take_first(self) -> Any:
-        first = self._self_last = self._self_first
+        first = self._self_first
         self._self_first = END
+        self._self_saw(first)
         return first
+
+    def _self_saw(self, item: Any) -> None:
+        track = self._self_track
+        self._self_last = item if track is None else track(self._self_last, item)
 
     def _self_end(self, error: BaseException | None) -> BaseException | None:
         on_end, self._self_on_end = self._self_on_end, None
@@ -131,9 +142,10 @@ class GuardedStream(_Guard):
         if self._self_first is not END:
             return self._self_take_first()
         try:
-            self._self_last = item = next(self.__wrapped__)
+            item = next(self.__wrapped__)
         except BaseException as stop:
             raise self._self_stopped(stop)  # noqa: B904 - the stream's own error, or its cause
+        self._self_saw(item)
         return item
 
     def close(self) -> None:
@@ -161,9 +173,10 @@ class GuardedAsyncStream(_Guard):
         if self._self_first is not END:
             return self._self_take_first()
         try:
-            self._self_last = item = await self.__wrapped__.__anext__()
+            item = await self.__wrapped__.__anext__()
         except BaseException as stop:
             raise self._self_stopped(stop)  # noqa: B904 - the stream's own error, or its cause
+        self._self_saw(item)
         return item
 
     async def aclose(self) -> None:

@@ -415,8 +415,6 @@ def test_bad_limits_are_refused_by_name(fields: dict[str, object], message: str)
 
 
 def test_bad_limiters_are_refused() -> None:
-    with pytest.raises(ConfigError, match="at least one Limit"):
-        Limiter([])
     with pytest.raises(ConfigError, match="Limit objects, got 60"):
         Limiter([60])  # type: ignore[list-item]
     with pytest.raises(ConfigError, match="repeat"):
@@ -614,3 +612,109 @@ def test_refund_gives_back_a_cost_taken_by_try_acquire() -> None:
     assert limiter.levels() == {"10/60s requests": 10.0, "1000/60s tokens": 1000.0}
     with pytest.raises(ValueError, match="refund"):
         limiter.refund(-1)
+
+
+# -- a limiter with no limits only pauses ------------------------------------------------------
+
+
+def test_a_limiter_without_limits_admits_everything_until_paused() -> None:
+    clock = FakeClock()
+    limiter = Limiter([], clock=clock)
+    assert all(limiter.try_acquire() for _ in range(10_000))
+    assert limiter.try_acquire({"requests": 1, "input_tokens": 10**9})
+    assert limiter.available == math.inf and limiter.levels() == {}
+    limiter.pause(2.0)
+    assert not limiter.try_acquire()
+    assert limiter.reserve(1, max_wait=5).delay == pytest.approx(2.0)
+    with pytest.raises(RateLimited) as refused:
+        limiter.reserve(1, max_wait=1)
+    assert refused.value.retry_after == pytest.approx(2.0)
+    clock.advance(2.0)
+    assert limiter.try_acquire()
+
+
+def test_a_limiter_without_limits_still_refuses_bad_costs() -> None:
+    with pytest.raises(ValueError, match="cost must be a finite number >= 0, got -1"):
+        Limiter([]).try_acquire(-1)
+
+
+# -- clamping to what the provider says remains -------------------------------------------------
+
+
+def test_clamp_holds_the_bucket_to_what_the_provider_says_remains() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(60, 60)], clock=clock)
+    limiter.clamp("requests", 10)
+    assert limiter.available == pytest.approx(10)
+    assert sum(limiter.try_acquire() for _ in range(20)) == 10
+    clock.advance(1.0)  # then it refills at its own rate
+    assert limiter.try_acquire() and not limiter.try_acquire()
+
+
+def test_clamp_never_gives_back_what_calls_in_flight_took() -> None:
+    limiter = Limiter([Limit(60, 60)], clock=FakeClock())
+    for _ in range(50):
+        assert limiter.try_acquire()
+    limiter.clamp("requests", 59)  # the server has seen only one of the fifty
+    assert limiter.available == pytest.approx(10)
+
+
+@pytest.mark.parametrize("remaining", [-1.0, math.nan])
+def test_clamp_ignores_nonsense(remaining: float) -> None:
+    limiter = Limiter([Limit(60, 60)], clock=FakeClock())
+    limiter.clamp("requests", remaining)
+    limiter.clamp("tokens", 0)  # no limit of that unit here
+    assert limiter.available == 60
+
+
+def test_clamp_picks_the_limit_nearest_the_providers_and_else_the_shortest_window() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(10_000, 86_400), Limit(100, 60)], clock=clock)
+    limiter.clamp("requests", 0, limit=10_000)
+    assert limiter.levels() == {"10000/86400s requests": pytest.approx(0), "100/60s requests": 100}
+    limiter = Limiter([Limit(10_000, 86_400), Limit(100, 60)], clock=clock)
+    limiter.clamp("requests", 40)
+    assert limiter.levels()["100/60s requests"] == pytest.approx(40)
+
+
+def test_clamp_a_remaining_above_the_capacity_changes_nothing() -> None:
+    limiter = Limiter([Limit(60, 60)], clock=FakeClock())
+    limiter.clamp("requests", 1_000, limit=1_000)
+    assert limiter.available == 60
+
+
+# -- scaled rates (adaptive pacing) ----------------------------------------------------------------
+
+
+def test_scale_rates_slows_the_refill_and_keeps_the_level() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(60, 60)], clock=clock)
+    for _ in range(30):
+        assert limiter.try_acquire()
+    limiter.scale_rates(0.5)
+    assert limiter.rate_factor == 0.5
+    assert limiter.available == pytest.approx(30)
+    for _ in range(30):
+        assert limiter.try_acquire()
+    clock.advance(1.0)
+    assert not limiter.try_acquire()  # one request every two seconds now
+    clock.advance(1.0)
+    assert limiter.try_acquire()
+    limiter.scale_rates(1.0)
+    clock.advance(1.0)
+    assert limiter.try_acquire() and not limiter.try_acquire()
+
+
+def test_scale_rates_applies_to_reservations_and_every_limit() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(60, 60), Limit(600, 60, "tokens")], clock=clock)
+    limiter.scale_rates(0.25)
+    assert limiter.reserve({"requests": 60, "tokens": 0}).delay == 0.0
+    assert limiter.reserve({"requests": 1, "tokens": 0}).delay == pytest.approx(4.0)
+    assert limiter.wait_time({"requests": 0, "tokens": 600}) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("factor", [0, -0.5, 1.5, math.nan, True])
+def test_scale_rates_refuses_factors_outside_zero_to_one(factor: float) -> None:
+    with pytest.raises(ValueError, match="factor must be in"):
+        Limiter([Limit(60, 60)]).scale_rates(factor)
