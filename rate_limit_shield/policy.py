@@ -24,7 +24,8 @@ from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
 from .clock import Clock
 from .errors import ConfigError
-from .limiter import UNITS, Limit, Limiter
+from .limiter import UNITS, Cost, Limit, Limiter
+from .outcome import Classifier
 from .retry import BACKOFFS, RetryBudget, RetryPolicy
 
 __all__ = ["Policy", "parse_policies", "read_config_file"]
@@ -81,6 +82,21 @@ def _count(value: object, path: str) -> int:
 def _flag(value: object, path: str) -> bool:
     if not isinstance(value, bool):
         raise _invalid(path, value, "is not a bool")
+    return value
+
+
+def _classifier(value: object, path: str) -> Classifier:
+    if not all(callable(getattr(value, name, None)) for name in _CLASSIFIER_METHODS):
+        raise _invalid(path, value, "is not a classifier (classify_error and classify_result)")
+    return value  # type: ignore[return-value]
+
+
+_CLASSIFIER_METHODS = ("classify_error", "classify_result")
+
+
+def _function(value: object, path: str) -> Callable[..., Any]:
+    if not callable(value):
+        raise _invalid(path, value, "is not callable")
     return value
 
 
@@ -229,6 +245,8 @@ _POLICY = _Section(
         "bulkhead": _BULKHEAD,
         "fallbacks": _model_names,
         "adaptive": _flag,
+        "classifier": _optional(_classifier),
+        "cost": _optional(_function),
     }
 )
 """Every `Policy` field, in field order, with its checker."""
@@ -247,8 +265,10 @@ _SHORTHANDS = (
 class Policy:
     """One model's rate limits, deadline, retry, breaker and bulkhead settings, and fallbacks.
 
-    Sections (`retry`, `breaker`, `bulkhead`) hold only the keys given: the rest are the
-    primitives' own defaults. An empty section means "on, with the defaults"; None means "off".
+    `classifier` replaces the provider-aware `LLMClassifier` for the model; `cost` replaces the
+    token estimate made from an SDK call's arguments. Sections (`retry`, `breaker`,
+    `bulkhead`) hold only the keys given: the rest are the primitives' own defaults. An empty
+    section means "on, with the defaults"; None means "off".
     """
 
     rpm: float | None = None
@@ -264,6 +284,8 @@ class Policy:
     bulkhead: Mapping[str, Any] | None = None
     fallbacks: tuple[str, ...] = ()
     adaptive: bool = False
+    classifier: Classifier | None = None
+    cost: Callable[..., Cost] | None = None
 
     def __post_init__(self) -> None:
         path = _PATH.get()

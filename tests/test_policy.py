@@ -220,6 +220,11 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ),
     ({"adaptive": "yes"}, ".adaptive: 'yes' is not a bool"),
     ({"adaptive": 1}, ".adaptive: 1 is not a bool"),
+    (
+        {"classifier": "llm"},
+        ".classifier: 'llm' is not a classifier (classify_error and classify_result)",
+    ),
+    ({"cost": 3}, ".cost: 3 is not callable"),
     ({"fallbacks": "gpt-4o-mini"}, ".fallbacks: 'gpt-4o-mini' is not a list of model names"),
     ({"fallbacks": ["gpt-4o-mini", ""]}, ".fallbacks[1]: '' is not a model name (a non-empty str)"),
     ({"fallbacks": [3]}, ".fallbacks[0]: 3 is not a model name (a non-empty str)"),
@@ -265,7 +270,7 @@ UNKNOWN: list[tuple[dict[str, Any], str]] = [
     (
         {"zzz": 1},
         ": unknown key 'zzz' (known keys: rpm, rpd, tpm, itpm, otpm, limits, max_wait, timeout, "
-        "retry, breaker, bulkhead, fallbacks, adaptive)",
+        "retry, breaker, bulkhead, fallbacks, adaptive, classifier, cost)",
     ),
     (
         {"retry": {"max_attempts": 3}},
