@@ -375,8 +375,10 @@ class Limiter:
                 for limit, amount in zip(self.limits, amounts, strict=True)
                 if amount > limit.capacity
             )
+            where = f"[{self.name}] " if self.name else ""
             raise ValueError(
-                f"{name} {cost!r} exceeds the capacity of limit {limit} and could never be granted"
+                f"{where}{name} {cost!r} exceeds the capacity of limit {limit} and could never "
+                "be granted"
             )
         return tuple(map(operator.mul, amounts, self._intervals))
 

@@ -301,6 +301,8 @@ class Policy:
             (f"{path}.breaker", self.make_breaker),
             (f"{path}.bulkhead", self.make_bulkhead),
         )
+        if self.adaptive and not self.rate_limits():
+            raise ConfigError(f"{path}.adaptive: True needs a rate limit to adapt (rpm, tpm, ...)")
         for where, build in builds:
             try:
                 build()

@@ -1,5 +1,6 @@
-"""Helpers for testing code that uses the shield: a clock where waiting takes no time, and a
-mode that gives each test fresh limiter, breaker and bulkhead state on that clock."""
+"""Helpers for testing code that uses the shield: a clock where waiting takes no time, a mode
+that gives each test fresh limiter, breaker and bulkhead state on that clock, and a local fake
+LLM provider (`FakeProvider`, loaded on first use) to point real SDK clients at."""
 
 from __future__ import annotations
 
@@ -7,8 +8,20 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FakeClock", "isolated"]
+if TYPE_CHECKING:
+    from .fake_provider import FakeProvider
+
+__all__ = ["FakeClock", "isolated", "FakeProvider"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FakeProvider":  # an HTTP server: imported only by the tests that use one
+        from .fake_provider import FakeProvider
+
+        return FakeProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class FakeClock:

@@ -614,3 +614,9 @@ def test_read_config_file_before_3_11_uses_tomli(
     assert str(info.value) == (
         f"{path}: reading TOML on Python < 3.11 needs the tomli package: pip install tomli"
     )
+
+
+def test_adaptive_pacing_needs_a_rate_limit() -> None:
+    with pytest.raises(ConfigError, match=r"\.adaptive: True needs a rate limit to adapt"):
+        parse({"adaptive": True, "rpm": None})
+    assert parse({"adaptive": True, "tpm": 1000}).adaptive is True
