@@ -12,7 +12,7 @@ import fnmatch
 import os
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .breaker import CircuitBreaker
@@ -21,6 +21,8 @@ from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError
 from .events import Listener
 from .limiter import Cost, Limiter
+from .llm import AdaptiveRate, Guide, LLMClassifier, estimate_cost, usage_of
+from .outcome import Classifier
 from .policy import Policy, parse_policies, read_config_file
 from .retry import RetryBudget, RetryPolicy
 from .shield import Shield
@@ -46,16 +48,17 @@ _BUILT_IN_NAME = "(built-in)"  # the pattern a model gets when nothing is config
 _FILE_KEYS = ("policies", "strict", "backend")
 
 
-def _one_request(*args: object, **kwargs: object) -> Cost:
-    """A call's cost when a policy also limits tokens, until something estimates them."""
-    return {"requests": 1}
-
-
 class Key:
-    """One model name's live state: its policy and the primitives shared by all its callers."""
+    """One model name's live state: its policy and the primitives shared by all its callers.
+
+    Calls are classified by the provider taxonomy (`LLMClassifier`) unless the policy names its
+    own classifier. A key with token limits estimates each call's tokens from the SDK call's
+    arguments and settles them from the response's usage. A key without rate limits still has
+    a limiter, with no limits: it only pauses, so that one caller's 429 holds back the others.
+    """
 
     __slots__ = ("name", "pattern", "policy", "limiter", "breaker", "retry", "budget", "bulkhead",
-                 "clock", "cost", "shield")  # fmt: skip
+                 "clock", "classifier", "cost", "usage", "guide", "shield")  # fmt: skip
 
     def __init__(
         self, name: str, pattern: str, policy: Policy, clock: Clock, on_event: Listener | None
@@ -64,22 +67,39 @@ class Key:
         self.pattern = pattern
         self.policy = policy
         self.clock = clock
-        self.limiter: Limiter | None = policy.make_limiter(clock=clock, name=name)
+        limiter = policy.make_limiter(clock=clock, name=name)
+        self.limiter: Limiter = limiter or Limiter((), clock=clock, name=name)
         self.breaker: CircuitBreaker | None = policy.make_breaker(clock=clock, name=name)
         self.retry: RetryPolicy | None = policy.make_retry()
         self.budget: RetryBudget | None = policy.make_budget(clock=clock)
         self.bulkhead: Bulkhead | None = policy.make_bulkhead(clock=clock, name=name)
-        self.cost = _one_request if policy.counts_tokens else None
-        """A call's rate cost unless the decorator says otherwise."""
+        self.classifier: Classifier = (
+            policy.classifier if policy.classifier is not None else LLMClassifier()
+        )
+        tokens = policy.counts_tokens
+        self.cost: Callable[..., Cost] | None = (
+            policy.cost if policy.cost is not None else estimate_cost if tokens else None
+        )
+        """A call's rate cost unless the decorator says otherwise (None: one request)."""
+        self.usage: Callable[[Any], Cost | None] | None = usage_of if tokens else None
+        """What a result really cost, to settle the estimate with."""
+        self.guide: Guide | None = None
+        """What the key learns from the provider's headers (and throttles, when adaptive)."""
+        if limiter is not None:
+            adaptive = AdaptiveRate(limiter, clock) if policy.adaptive else None
+            self.guide = Guide(limiter, adaptive)
         self.shield = Shield(
             self.limiter,
             self.breaker,
             self.retry,
             bulkhead=self.bulkhead,
+            classifier=self.classifier,
             budget=self.budget,
             timeout=policy.timeout,
             max_wait=policy.max_wait,
             cost=self.cost,
+            usage=self.usage,
+            guide=self.guide,
             clock=clock,
             name=name,
             on_event=on_event,

@@ -665,12 +665,18 @@ def test_one_connection_serves_many_requests() -> None:
 
 
 def test_a_body_of_unknown_length_ends_the_connection() -> None:
-    with FakeProvider() as provider:
-        connection = http.client.HTTPConnection("127.0.0.1", port_of(provider))
-        connection.request("POST", OPENAI, iter([b"{}"]), encode_chunked=True)
-        answer = connection.getresponse()
+    request = (
+        f"POST {OPENAI} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "2\r\n{}\r\n0\r\n\r\n"
+    ).encode()
+    with (
+        FakeProvider() as provider,
+        socket.create_connection(("127.0.0.1", port_of(provider))) as sock,
+    ):
+        sock.sendall(request)  # all at once: the server answers before reading a body it can't size
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
         answer.read()
-        connection.close()
     assert answer.status == 400
     assert answer.will_close
 

@@ -1,0 +1,344 @@
+"""What a call costs in tokens: an estimate from its arguments before, the real usage after.
+
+Token limits (`tpm`, `itpm`, `otpm`) are charged before a call goes out, when only its arguments
+are known, and settled from the response's `usage` once it has come back, refunding or charging
+the difference. Both sides read SDK objects (pydantic models, read by attribute) and raw JSON or
+Bedrock responses (dicts, read by key) through one accessor, and import no SDK.
+
+The estimate is deliberately cheap and roughly right, never exact: a tokenizer per model would
+cost more than the call's bookkeeping is worth, and the settle corrects every estimate.
+
+- Text: UTF-8 bytes / `BYTES_PER_TOKEN` (4, English averages about that; multibyte scripts cost
+  more tokens per character, and bytes follow them better than characters).
+- Framing: `MESSAGE_OVERHEAD_TOKENS` per message (OpenAI's cookbook counts 3 plus the role) and
+  `REPLY_OVERHEAD_TOKENS` once for the primed reply; a system prompt or instructions count as
+  one message, in however many blocks.
+- Media: an image, document, audio or video part counts `MEDIA_TOKENS`, not the length of its
+  base64 data, which says nothing of its tokens. 1,600 is about what Anthropic charges for the
+  largest image it takes without downscaling (1.15 megapixels / 750); other providers differ
+  (Gemini: 258 per image) and a long PDF costs far more: the settle corrects the difference.
+- Tools, function definitions and response schemas: the length of their compact JSON / 4.
+  Providers add a hidden tool-use preamble on top (a few hundred tokens on Anthropic), which
+  only the settle charges.
+- The input total is rounded up once. Output: the call's limit on output tokens (`max_tokens`,
+  `max_completion_tokens`, `max_output_tokens`, Gemini's `max_output_tokens`, Bedrock's
+  `maxTokens`) times the number of choices (`n`, `candidate_count`), or `DEFAULT_OUTPUT_TOKENS`
+  when the call sets no limit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import NamedTuple
+
+__all__ = [
+    "estimate_cost",
+    "usage_of",
+    "BYTES_PER_TOKEN",
+    "MESSAGE_OVERHEAD_TOKENS",
+    "REPLY_OVERHEAD_TOKENS",
+    "MEDIA_TOKENS",
+    "DEFAULT_OUTPUT_TOKENS",
+]
+
+BYTES_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4
+REPLY_OVERHEAD_TOKENS = 3
+MEDIA_TOKENS = 1_600
+DEFAULT_OUTPUT_TOKENS = 512
+"""Output reserved for a call that sets no output limit: a typical reply. The trade-off: a higher
+guess holds calls back near the limit (and a limit smaller than it could never grant the call),
+a lower one lets a burst of concurrent calls overshoot until their settles charge the rest."""
+
+_MEDIA_BYTES = MEDIA_TOKENS * BYTES_PER_TOKEN
+_MAX_DEPTH = 32  # nesting read at most: no real message is deeper, and a cycle ends here
+_MAX_COUNT = 2.0**53  # larger "counts" are not counts (and would lose integer precision)
+
+_TEXT_ARGUMENTS = (
+    "messages",  # OpenAI chat, Anthropic, Bedrock converse
+    "input",  # OpenAI responses
+    "contents",  # Gemini
+    "prompt",  # completions
+    "system",  # Anthropic, Bedrock
+    "instructions",  # OpenAI responses
+    "system_instruction",  # Gemini config
+    "systemInstruction",
+)
+_SYSTEM_PROMPTS = frozenset({"system", "instructions", "system_instruction", "systemInstruction"})
+_JSON_ARGUMENTS = (
+    "tools",
+    "functions",
+    "response_format",  # OpenAI chat structured outputs
+    "text",  # OpenAI responses: the output format
+    "toolConfig",  # Bedrock
+    "response_schema",  # Gemini config
+    "responseSchema",
+    "response_json_schema",
+    "responseJsonSchema",
+)
+_OUTPUT_LIMITS = (
+    "max_completion_tokens",
+    "max_tokens",
+    "max_output_tokens",
+    "maxOutputTokens",
+    "maxTokens",
+)
+_CHOICES = ("n", "candidate_count", "candidateCount")
+_NESTED_CONFIGS = ("config", "generation_config", "generationConfig", "inferenceConfig")
+
+_MEDIA_TYPES = frozenset(
+    {"image", "image_url", "input_image", "document", "file", "input_file"}
+    | {"audio", "input_audio", "video"}
+)
+_MEDIA_KEYS = frozenset(
+    {"image", "document", "video", "audio", "image_url", "input_audio"}  # Bedrock, OpenAI
+    | {"inline_data", "inlineData", "file_data", "fileData"}  # Gemini
+)
+_JSON_KEYS = frozenset({"input", "args", "response", "json"})  # tool calls and their results
+_SKIPPED_KEYS = frozenset(
+    {"type", "role", "id", "call_id", "tool_call_id", "tool_use_id", "toolUseId", "status"}
+    | {"cache_control", "cachePoint", "signature", "encrypted_content"}
+)
+
+_PLAIN_RESULTS = frozenset({str, bytes, bytearray, int, float, bool, list, tuple, type(None)})
+_NOT_PYDANTIC = object()
+_RESPONSE_END_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class _UsageNames(NamedTuple):
+    """Where one provider's usage keeps its counts; the extras add to input and output."""
+
+    input: str
+    output: str
+    input_extra: str = ""
+    output_extra: str = ""
+
+
+_USAGE_NAMES = (
+    _UsageNames("prompt_tokens", "completion_tokens"),  # OpenAI chat completions
+    # Anthropic (cache writes are charged to ITPM, cache reads are not); OpenAI responses
+    _UsageNames("input_tokens", "output_tokens", input_extra="cache_creation_input_tokens"),
+    _UsageNames("inputTokens", "outputTokens", input_extra="cacheWriteInputTokens"),  # Bedrock
+    # Gemini, as SDK attributes and as JSON; thoughts are output not in the candidates' count
+    _UsageNames(
+        "prompt_token_count", "candidates_token_count", output_extra="thoughts_token_count"
+    ),
+    _UsageNames("promptTokenCount", "candidatesTokenCount", output_extra="thoughtsTokenCount"),
+)
+
+
+def estimate_cost(*args: object, **kwargs: object) -> dict[str, float]:
+    """The estimated cost of an LLM SDK call, by unit, from its keyword arguments.
+
+    Reads OpenAI chat completions and responses, Anthropic messages, Bedrock converse and Gemini
+    generate_content arguments (see the module's docstring for the rules); positional arguments
+    (a bound method's `self`) are ignored. Never raises: arguments of an unknown shape count the
+    text found in them, and anything else counts nothing, since an estimate must not break a call.
+    Without a prompt or an output limit, a call costs one request and no tokens.
+    """
+    sources = [kwargs, *_nested_configs(kwargs)]
+    text_bytes = 0
+    messages = 0
+    for source in sources:
+        for name in _TEXT_ARGUMENTS:
+            value = source.get(name)
+            if value is not None:
+                text_bytes += _text_bytes(value, 0)
+                count = _message_count(value)
+                messages += min(count, 1) if name in _SYSTEM_PROMPTS else count
+        text_bytes += sum(_json_bytes(source.get(name)) for name in _JSON_ARGUMENTS)
+    framing = messages * MESSAGE_OVERHEAD_TOKENS + REPLY_OVERHEAD_TOKENS if messages else 0
+    limit = _first_count(sources, _OUTPUT_LIMITS)
+    choices = _first_count(sources, _CHOICES)
+    if limit is not None:
+        output = math.ceil(limit)
+    else:  # a call with no prompt at all is not an LLM call: it costs one request, no tokens
+        output = DEFAULT_OUTPUT_TOKENS if messages or text_bytes else 0
+    return {
+        "requests": 1,
+        "input_tokens": math.ceil(text_bytes / BYTES_PER_TOKEN) + framing,
+        "output_tokens": output * max(1, math.ceil(choices or 1)),
+    }
+
+
+def usage_of(result: object) -> dict[str, float] | None:
+    """The real cost of a call's result, by unit, or None when it reports no usage.
+
+    OpenAI chat: `usage.prompt_tokens` / `completion_tokens`; OpenAI responses and Anthropic:
+    `usage.input_tokens` / `output_tokens`; Anthropic's input adds `cache_creation_input_tokens`
+    but not `cache_read_input_tokens`, which Anthropic does not charge to ITPM; Bedrock:
+    `usage.inputTokens` (plus `cacheWriteInputTokens`) / `outputTokens`; Gemini: `usage_metadata`
+    or `usageMetadata`, the candidates' and the thoughts' counts as output. A dict it returns for
+    a whole result always holds "requests": 1.
+
+    Also called on every item of a stream, where the shield merges the dicts (a later value for
+    a unit replaces an earlier one) and settles with the merge at the end. So a stream item gives
+    what it knows: an OpenAI chat chunk its usage (the last one, with `stream_options=
+    {"include_usage": True}`), Anthropic's `message_start` the whole count so far and
+    `message_delta` only its cumulative `output_tokens` (and input when it carries one), OpenAI
+    responses' end events (`response.completed`...) their response's usage, and Bedrock's stream
+    `metadata` event its usage. Cheap on results without usage: a few field lookups.
+    """
+    if type(result) in _PLAIN_RESULTS:
+        return None
+    usage = _field(result, "usage")
+    if usage is not None:
+        return _counts(usage, partial=_kind(result) == "message_delta")
+    kind = _kind(result)
+    if kind == "message_start":
+        usage = _field(_field(result, "message"), "usage")
+    elif kind in _RESPONSE_END_EVENTS:
+        usage = _field(_field(result, "response"), "usage")
+    else:
+        usage = _field(result, "usage_metadata")  # Gemini SDK
+        if usage is None:
+            usage = _field(result, "usageMetadata")  # Gemini JSON
+        if usage is None:
+            usage = _field(_field(result, "metadata"), "usage")  # Bedrock stream's last event
+    return None if usage is None else _counts(usage, partial=False)
+
+
+def _counts(usage: object, *, partial: bool) -> dict[str, float] | None:
+    """Read a usage object by the first provider's names it answers to.
+
+    A whole result's counts hold every unit (a count Gemini's JSON leaves out is zero); a partial
+    one (a stream's running count) holds only the units the usage reports itself.
+    """
+    for names in _USAGE_NAMES:
+        inputs = _count(_field(usage, names.input))
+        outputs = _count(_field(usage, names.output))
+        if inputs is None and outputs is None:
+            continue
+        counts: dict[str, float] = {} if partial else {"requests": 1}
+        if inputs is not None or not partial:
+            counts["input_tokens"] = (inputs or 0) + _extra(usage, names.input_extra)
+        if outputs is not None or not partial:
+            counts["output_tokens"] = (outputs or 0) + _extra(usage, names.output_extra)
+        return counts
+    return None
+
+
+def _extra(usage: object, name: str) -> float:
+    """The count under `name`, 0 when there is none (or no name)."""
+    return (_count(_field(usage, name)) or 0) if name else 0
+
+
+def _field(source: object, name: str) -> object:
+    """`source[name]` for a dict, else its attribute `name`; None when it has neither.
+
+    A pydantic model (as SDK responses are) is read from its fields and extra fields (where an
+    SDK keeps what the API sent but the SDK does not know yet), never through `getattr`: most
+    lookups here miss, and pydantic answers a missing attribute in microseconds, not nanoseconds.
+    """
+    if isinstance(source, dict):
+        return source.get(name)
+    fields = getattr(source, "__dict__", None)
+    if isinstance(fields, dict) and name in fields:
+        return fields[name]
+    extra = getattr(source, "__pydantic_extra__", _NOT_PYDANTIC)
+    if extra is _NOT_PYDANTIC:
+        return getattr(source, name, None)
+    return extra.get(name) if isinstance(extra, dict) else None
+
+
+def _kind(source: object) -> str:
+    """A stream event's `type`, or "" when it has none."""
+    kind = _field(source, "type")
+    return kind if isinstance(kind, str) else ""
+
+
+def _count(value: object) -> float | None:
+    """A token count (an int, or a float from odd JSON), or None if it is no finite count >= 0."""
+    if type(value) is int or type(value) is float:  # not bool, nor a str of digits
+        return value if 0 <= value < _MAX_COUNT else None
+    return None
+
+
+def _first_count(sources: Iterable[dict[str, object]], names: tuple[str, ...]) -> float | None:
+    """The first valid count under any of `names` in `sources`, in that order."""
+    for source in sources:
+        for name in names:
+            count = _count(source.get(name))
+            if count is not None:
+                return count
+    return None
+
+
+def _fields_of(value: object) -> dict[str, object] | None:
+    """A dict, or an object's public instance fields (pydantic models, dataclasses); else None.
+
+    Private fields are no payload: the SDKs' NOT_GIVEN sentinels keep a `__module__` there.
+    """
+    if isinstance(value, dict):
+        return value
+    fields = getattr(value, "__dict__", None)
+    if not isinstance(fields, dict):
+        return None
+    return {key: item for key, item in fields.items() if not str(key).startswith("_")}
+
+
+def _nested_configs(kwargs: dict[str, object]) -> list[dict[str, object]]:
+    """Gemini's `config` / `generation_config` and Bedrock's `inferenceConfig`, as field dicts."""
+    configs = (_fields_of(kwargs.get(name)) for name in _NESTED_CONFIGS)
+    return [config for config in configs if config]
+
+
+def _message_count(value: object) -> int:
+    """How many messages an argument holds: the items of a list, or one text or object."""
+    if isinstance(value, (list, tuple)):
+        return len(value)
+    if isinstance(value, str):
+        return 1 if value else 0
+    return 1 if _fields_of(value) else 0
+
+
+def _text_bytes(value: object, depth: int) -> int:
+    """UTF-8 bytes of the text in a message-like value; a media part counts `MEDIA_TOKENS`.
+
+    Ids, roles, types and signatures are no text the model reads; tool inputs count as JSON.
+    Only lists and tuples are iterated: an iterator argument must reach the SDK unconsumed.
+    """
+    if isinstance(value, str):
+        return _utf8_bytes(value)
+    if depth >= _MAX_DEPTH:
+        return 0
+    if isinstance(value, (list, tuple)):
+        return sum(_text_bytes(item, depth + 1) for item in value)
+    fields = _fields_of(value)
+    if fields is None:
+        return 0
+    kind = fields.get("type")
+    if isinstance(kind, str) and kind in _MEDIA_TYPES:
+        return _MEDIA_BYTES
+    total = 0
+    for key, item in fields.items():
+        if item is None or key in _SKIPPED_KEYS:
+            continue
+        if key in _MEDIA_KEYS:
+            total += _MEDIA_BYTES
+        elif key in _JSON_KEYS:
+            total += _json_bytes(item)
+        else:
+            total += _text_bytes(item, depth + 1)
+    return total
+
+
+def _json_bytes(value: object) -> int:
+    """UTF-8 bytes of `value` as compact JSON; 0 for None, an empty list or dict, and what JSON
+    cannot encode."""
+    if value is None or (isinstance(value, (list, tuple, dict)) and not value):
+        return 0
+    try:
+        text = json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), skipkeys=True, default=_fields_of
+        )
+    except (TypeError, ValueError, RecursionError):  # a cycle, an int too long to print
+        return 0
+    return _utf8_bytes(text)
+
+
+def _utf8_bytes(text: str) -> int:
+    # "surrogatepass": a lone surrogate (which no SDK would send) must not make the estimate raise
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
