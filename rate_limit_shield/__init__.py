@@ -18,6 +18,7 @@ from .errors import (
 )
 from .events import Event
 from .limiter import Cost, Limit, Limiter, Reservation, TokenBucket
+from .llm import LLMClassifier, Quota, RateLimitInfo, estimate_cost, parse_retry_after, usage_of
 from .outcome import Classifier, DefaultClassifier, Outcome, Verdict
 from .policy import Policy
 from .registry import (
@@ -91,5 +92,11 @@ __all__ = [
     "RetryBudget",
     "Bulkhead",
     "Shield",
+    "LLMClassifier",
+    "RateLimitInfo",
+    "Quota",
+    "parse_retry_after",
+    "estimate_cost",
+    "usage_of",
     "testing",
 ]
