@@ -128,6 +128,7 @@ class Limiter:
         "_clock",
         "_periods",
         "_rate_factor",
+        "_shares",
         "_simple_capacity",
         "_simple_interval",
         "_simple_tau",
@@ -157,15 +158,11 @@ class Limiter:
         self._monotonic: Callable[[], float] = self._clock.monotonic
         self._lock = threading.Lock()
         self._periods = tuple(limit.per_seconds / limit.amount for limit in self.limits)
-        self._capacities = tuple(float(limit.capacity) for limit in self.limits)
-        self._min_capacity = min(self._capacities, default=math.inf)
         self._units = tuple(limit.unit for limit in self.limits)
         self._tats = [-math.inf] * len(self.limits)  # at or before now: the bucket starts full
         self._paused_until = -math.inf
-        # One limit and a plain number cost take the fast path; -1 closes it otherwise.
-        self._simple_capacity = self._capacities[0] if len(self.limits) == 1 else -1.0
-        self._rate_factor = 1.0
-        self._set_intervals(self._periods)
+        self._intervals = self._periods
+        self._reshape_locked((1.0,) * len(self.limits), 1.0)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -253,25 +250,41 @@ class Limiter:
             if until > self._paused_until:
                 self._paused_until = until
 
-    def clamp(self, unit: str, remaining: float, limit: float | None = None) -> None:
-        """Hold the local bucket of `unit` to at most `remaining`, as the provider reports it.
+    def clamp(
+        self, unit: str, remaining: float, limit: float | None = None, reset: float | None = None
+    ) -> None:
+        """Hold the local bucket of `unit` to what the provider reports: `remaining` of `limit`,
+        full again in `reset` seconds.
 
-        A server that says less is left than this limiter thinks (other clients share the quota,
-        or the configured limit is too high) is believed; one that says more is not, since calls
-        in flight here are not in its count yet. Of several limits of `unit`, the one whose amount
-        is nearest the provider's `limit` is held (or the shortest window, when it is unknown).
-        The bucket then refills at its own rate.
+        A server that says less is left than this limiter thinks (other clients share the quota)
+        is believed; one that says more is not, since calls in flight here are not in its count
+        yet. A provider `limit` below the configured amount is adopted (rate and capacity alike),
+        never one above it. With nothing left, the next unit waits for the provider's refill.
+        Of several limits of `unit`, the one whose amount is nearest `limit` is held (the
+        shortest window when `limit` is unknown).
         """
         indexes = [index for index, own in enumerate(self._units) if own == unit]
         if not indexes or not remaining >= 0.0:
             return
-        if limit is not None and limit > 0.0:
-            index = min(indexes, key=lambda i: abs(math.log(self.limits[i].amount / limit)))
+        provider = limit if limit is not None and 0.0 < limit < math.inf else None
+        if provider is not None:
+            index = min(indexes, key=lambda i: abs(math.log(self.limits[i].amount / provider)))
         else:
             index = min(indexes, key=lambda i: self.limits[i].per_seconds)
-        used = self._capacities[index] - min(remaining, self._capacities[index])
         with self._lock:
-            floor = self._monotonic() + used * self._intervals[index]
+            if provider is not None:
+                share = min(1.0, provider / self.limits[index].amount)
+                if share != self._shares[index]:
+                    shares = list(self._shares)
+                    shares[index] = share
+                    self._reshape_locked(tuple(shares), self._rate_factor)
+            now = self._monotonic()
+            interval = self._intervals[index]
+            capacity = self._capacities[index]
+            floor = now + (capacity - min(remaining, capacity)) * interval
+            if remaining < 1.0 and reset is not None and reset > 0.0:
+                lacking = provider - remaining if provider is not None and provider > 1.0 else 1.0
+                floor = max(floor, now + self._taus[index] - interval + reset / lacking)
             if floor > self._tats[index]:
                 self._tats[index] = floor
 
@@ -289,16 +302,8 @@ class Limiter:
         if not 0.0 < _number(factor) <= 1.0:
             raise ValueError(f"factor must be in (0, 1], got {factor!r}")
         with self._lock:
-            if factor == self._rate_factor:
-                return
-            now = self._monotonic()
-            old = self._intervals
-            self._rate_factor = factor
-            self._set_intervals(tuple(period / factor for period in self._periods))
-            self._tats = [
-                now + (tat - now) * new / interval if tat > now else tat
-                for tat, interval, new in zip(self._tats, old, self._intervals, strict=True)
-            ]
+            if factor != self._rate_factor:
+                self._reshape_locked(self._shares, factor)
 
     # -- drivers ---------------------------------------------------------------------------
 
@@ -382,12 +387,30 @@ class Limiter:
             )
         return tuple(map(operator.mul, amounts, self._intervals))
 
-    def _set_intervals(self, intervals: tuple[float, ...]) -> None:
-        """Seconds per unit of each limit, and what follows from them."""
-        self._intervals = intervals
-        self._taus = tuple(map(operator.mul, self._capacities, intervals))
-        self._simple_interval = intervals[0] if intervals else 0.0
-        self._simple_tau = self._taus[0] if intervals else 0.0
+    def _reshape_locked(self, shares: tuple[float, ...], factor: float) -> None:
+        """Take `shares` of each limit's configured amount (what the provider grants), refilled
+        at `factor` of that rate, keeping what each bucket holds now (or owes)."""
+        old = self._intervals
+        self._shares = shares
+        self._rate_factor = factor
+        self._capacities = tuple(
+            limit.capacity * share for limit, share in zip(self.limits, shares, strict=True)
+        )
+        self._intervals = tuple(
+            period / (share * factor) for period, share in zip(self._periods, shares, strict=True)
+        )
+        self._taus = tuple(map(operator.mul, self._capacities, self._intervals))
+        self._min_capacity = min(self._capacities, default=math.inf)
+        # One limit and a plain number cost take the fast path; -1 closes it otherwise.
+        self._simple_capacity = self._capacities[0] if len(self.limits) == 1 else -1.0
+        self._simple_interval = self._intervals[0] if self.limits else 0.0
+        self._simple_tau = self._taus[0] if self.limits else 0.0
+        if any(tat > -math.inf for tat in self._tats):
+            now = self._monotonic()
+            self._tats = [
+                now + (tat - now) * new / interval if tat > now else tat
+                for tat, interval, new in zip(self._tats, old, self._intervals, strict=True)
+            ]
 
     def _tokens(self) -> list[float]:
         with self._lock:

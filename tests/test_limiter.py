@@ -718,3 +718,27 @@ def test_scale_rates_applies_to_reservations_and_every_limit() -> None:
 def test_scale_rates_refuses_factors_outside_zero_to_one(factor: float) -> None:
     with pytest.raises(ValueError, match="factor must be in"):
         Limiter([Limit(60, 60)]).scale_rates(factor)
+
+
+def test_clamp_to_nothing_left_waits_for_the_providers_own_refill() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(60, 60)], clock=clock)
+    limiter.clamp("requests", 0, limit=3, reset=60.0)  # 3 per minute there: one every 20 s
+    assert limiter.wait_time() == pytest.approx(20.0)
+    limiter.clamp("requests", 0.5, reset=4.0)  # no limit given: the reset itself
+    assert limiter.wait_time() == pytest.approx(20.0)  # the longer hold stays
+    clock.advance(20.0)
+    assert limiter.try_acquire() and not limiter.try_acquire()
+
+
+def test_clamp_adopts_a_lower_provider_limit_and_never_a_higher_one() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(60, 60)], clock=clock)
+    limiter.clamp("requests", 30, limit=30)  # the provider grants half the configured rate
+    assert limiter.available == pytest.approx(30)
+    assert sum(limiter.try_acquire() for _ in range(40)) == 30
+    clock.advance(2.0)
+    assert limiter.try_acquire() and not limiter.try_acquire()  # one per 2 s, not per second
+    limiter.clamp("requests", 120, limit=120)  # more than configured: back to 60/60s, no more
+    clock.advance(60.0)
+    assert limiter.available == pytest.approx(60)

@@ -107,4 +107,4 @@ class Guide:
         """Hold each local bucket to what the provider says remains of it."""
         for unit, quota in info.quotas().items():
             if quota.remaining is not None:
-                self._limiter.clamp(unit, quota.remaining, quota.limit)
+                self._limiter.clamp(unit, quota.remaining, quota.limit, quota.reset)
