@@ -20,9 +20,10 @@ from numbers import Integral, Real
 from types import MappingProxyType, ModuleType
 from typing import Any
 
+from .backends import Backend
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
-from .clock import Clock
+from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError
 from .limiter import UNITS, Cost, Limit, Limiter
 from .outcome import Classifier
@@ -335,10 +336,16 @@ class Policy:
         """True when a limit counts tokens, so calls need a token estimate and usage settling."""
         return any(limit.unit != "requests" for limit in self.rate_limits())
 
-    def make_limiter(self, *, clock: Clock | None = None, name: str = "") -> Limiter | None:
-        """A new limiter over `rate_limits()`, or None when there are none."""
+    def make_limiter(
+        self, *, clock: Clock | None = None, name: str = "", backend: Backend | None = None
+    ) -> Limiter | None:
+        """A new limiter over `rate_limits()` (on `backend`, or in memory), or None without any."""
         limits = self.rate_limits()
-        return Limiter(limits, clock=clock, name=name) if limits else None
+        if not limits:
+            return None
+        if backend is None:
+            return Limiter(limits, clock=clock, name=name)
+        return backend.limiter(limits, clock=clock or SYSTEM_CLOCK, name=name)
 
     def make_breaker(self, *, clock: Clock | None = None, name: str = "") -> CircuitBreaker | None:
         if self.breaker is None:

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .backends import MEMORY, Backend, backend_from
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock
@@ -61,14 +62,20 @@ class Key:
                  "clock", "classifier", "cost", "usage", "guide", "shield")  # fmt: skip
 
     def __init__(
-        self, name: str, pattern: str, policy: Policy, clock: Clock, on_event: Listener | None
+        self,
+        name: str,
+        pattern: str,
+        policy: Policy,
+        clock: Clock,
+        on_event: Listener | None,
+        backend: Backend = MEMORY,
     ) -> None:
         self.name = name
         self.pattern = pattern
         self.policy = policy
         self.clock = clock
-        limiter = policy.make_limiter(clock=clock, name=name)
-        self.limiter: Limiter = limiter or Limiter((), clock=clock, name=name)
+        limiter = policy.make_limiter(clock=clock, name=name, backend=backend)
+        self.limiter: Limiter = limiter or backend.limiter((), clock=clock, name=name)
         self.breaker: CircuitBreaker | None = policy.make_breaker(clock=clock, name=name)
         self.retry: RetryPolicy | None = policy.make_retry()
         self.budget: RetryBudget | None = policy.make_budget(clock=clock)
@@ -122,7 +129,8 @@ def _specificity(pattern: str) -> int:
 class _State:
     """One configuration and the keys it has made live. Replaced whole, never edited."""
 
-    __slots__ = ("policies", "strict", "clock", "on_event", "keys", "own", "_exact", "_patterns")
+    __slots__ = ("policies", "strict", "clock", "on_event", "backend", "keys", "own", "_exact",
+                 "_patterns")  # fmt: skip
 
     def __init__(
         self,
@@ -131,11 +139,13 @@ class _State:
         strict: bool,
         clock: Clock,
         on_event: Listener | None,
+        backend: Backend = MEMORY,
     ) -> None:
         self.policies = policies
         self.strict = strict
         self.clock = clock
         self.on_event = on_event
+        self.backend = backend
         self.keys: dict[str, Key] = {}
         self.own: weakref.WeakKeyDictionary[object, Shield] = weakref.WeakKeyDictionary()
         """The decorators' own pipelines (built from their arguments), by their builder."""
@@ -147,7 +157,13 @@ class _State:
 
     def fresh(self, clock: Clock) -> _State:
         """The same configuration on `clock`, with no live key yet."""
-        return _State(self.policies, strict=self.strict, clock=clock, on_event=self.on_event)
+        return _State(
+            self.policies,
+            strict=self.strict,
+            clock=clock,
+            on_event=self.on_event,
+            backend=self.backend,
+        )
 
     def resolve(self, model: str) -> tuple[str, Policy]:
         """The name of the policy `model` gets (exact, glob or default), and the policy."""
@@ -169,7 +185,7 @@ class _State:
 
     def make_key(self, model: str) -> Key:
         pattern, policy = self.resolve(model)
-        return Key(model, pattern, policy, self.clock, self.on_event)
+        return Key(model, pattern, policy, self.clock, self.on_event, self.backend)
 
     def carry_over(self, previous: _State) -> None:
         """Keep the decorators' pipelines, and the live keys whose resolved policy and settings
@@ -177,7 +193,8 @@ class _State:
         if previous.clock is not self.clock:
             return
         self.own.update(previous.own)
-        if previous.on_event != self.on_event:  # != : bound methods are new objects each time
+        # != : bound methods are new objects each time
+        if previous.on_event != self.on_event or previous.backend is not self.backend:
             return
         for name, key in previous.keys.items():
             try:
@@ -192,22 +209,18 @@ def _is_glob(name: str) -> bool:
     return any(char in name for char in "*?[")
 
 
-def _check_backend(backend: object) -> None:
-    if backend is not None:
-        raise ConfigError(
-            f"backend: {backend!r} is not supported; only the in-memory backend (None) is"
-        )
-
-
 class Registry:
     """Policies by model name or pattern, and the live state of every model key used so far."""
 
-    __slots__ = ("_state", "_lock", "_configured")
+    __slots__ = ("_state", "_lock", "_configured", "_backend", "_backend_value")
 
     def __init__(self) -> None:
         self._state = _State({}, strict=False, clock=SYSTEM_CLOCK, on_event=None)
         self._lock = threading.Lock()
         self._configured = False
+        self._backend: Backend = MEMORY
+        self._backend_value: object = None
+        """What `configure` was given, so that configuring the same URL again keeps the client."""
 
     @property
     def policies(self) -> Mapping[str, Policy]:
@@ -229,18 +242,22 @@ class Registry:
     ) -> None:
         """Replace the policies. Bad configuration raises `ConfigError` here, naming the key.
 
+        `backend` is None (in memory), a ``redis://`` URL, a redis-py client or a `Backend`: where
+        the model keys' rate limits and pauses live (the same URL again keeps its connections).
         `clock` defaults to the registry's current one (the system clock, or the `FakeClock` of
         `testing.isolated()`). `on_event` receives the events of every model key: retries,
         throttles, refusals, give-ups, late successes and fallbacks.
         """
-        _check_backend(backend)
         if not isinstance(strict, bool):
             raise ConfigError(f"strict: {strict!r} is not a bool")
         parsed = parse_policies(policies)
+        same = backend is not None and backend == self._backend_value
+        resolved = self._backend if same else backend_from(backend)
         with self._lock:
             if clock is None:
                 clock = self._state.clock
-            state = _State(parsed, strict=strict, clock=clock, on_event=on_event)
+            self._backend, self._backend_value = resolved, backend
+            state = _State(parsed, strict=strict, clock=clock, on_event=on_event, backend=resolved)
             state.carry_over(self._state)
             self._state = state
             self._configured = True

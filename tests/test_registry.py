@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -437,10 +438,32 @@ def test_reset_forgets_live_state_and_keeps_the_policies() -> None:
     assert registry.key("gpt-4o") is not old
 
 
-@pytest.mark.parametrize("backend", ["redis://localhost:6379/0", object()])
-def test_configure_refuses_any_backend_but_memory(backend: object) -> None:
-    with pytest.raises(ConfigError, match="backend"):
+@pytest.mark.parametrize(
+    ("backend", "problem"),
+    [
+        ("memcached://localhost", "is neither 'memory' nor a redis:// or rediss:// URL"),
+        (object(), "is not a backend"),
+        (42, "is not a backend"),
+    ],
+)
+def test_configure_refuses_what_is_not_a_backend(backend: object, problem: str) -> None:
+    with pytest.raises(ConfigError, match=f"backend: .* {re.escape(problem)}"):
         Registry().configure({}, backend=backend)
+
+
+def test_a_backend_object_makes_every_keys_limiter() -> None:
+    made = []
+
+    class Recording:
+        def limiter(self, limits: Any, *, clock: Any, name: str) -> rls.Limiter:
+            made.append((name, tuple(limits)))
+            return rls.Limiter(limits, clock=clock, name=name)
+
+    registry = Registry()
+    registry.configure({"gpt-4o": {"rpm": 5}}, backend=Recording(), clock=FakeClock())
+    registry.key("gpt-4o")
+    registry.key("llama-3")  # no limits: a pause-only limiter, on the backend too
+    assert made == [("gpt-4o", (rls.Limit(5, 60),)), ("llama-3", ())]
 
 
 @pytest.mark.parametrize("strict", ["yes", 1, None])
@@ -475,7 +498,7 @@ def test_bad_policy_raises_config_error_naming_its_path(
     [
         ({"gpt-4o": {"rpm": -1}}, {}),
         ({"gpt-4o": {"rpm": 5}}, {"strict": "yes"}),
-        ({"gpt-4o": {"rpm": 5}}, {"backend": "redis://localhost"}),
+        ({"gpt-4o": {"rpm": 5}}, {"backend": "memcached://localhost"}),
     ],
     ids=["bad policy", "bad strict", "backend"],
 )
@@ -768,7 +791,7 @@ def test_configure_from_file_reads_strict(tmp_path: Path) -> None:
         ("strict = false\n", "policies"),
         ('[policies."gpt-4o"]\nrpm = -1\n', 'policies["gpt-4o"].rpm'),
         ('strict = "yes"\n[policies."gpt-4o"]\nrpm = 1\n', "strict"),
-        ('backend = "redis://localhost"\n[policies."gpt-4o"]\nrpm = 1\n', "backend"),
+        ('backend = "memcached://localhost"\n[policies."gpt-4o"]\nrpm = 1\n', "backend"),
         ("[policies\n", "TOML"),
     ],
     ids=["unknown key", "no policies", "bad policy", "bad strict", "backend", "bad TOML"],
