@@ -11,8 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
-from typing import Any, ParamSpec, TypeVar, cast
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Container,
+    Coroutine,
+    Iterator,
+    Mapping,
+)
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from .breaker import CircuitBreaker, Permit
 from .bulkhead import Bulkhead
@@ -34,6 +42,9 @@ from .stream import (
     kind_of,
 )
 
+if TYPE_CHECKING:
+    from .llm.pacing import Guide
+
 __all__ = ["Shield"]
 
 T = TypeVar("T")
@@ -52,7 +63,8 @@ class Shield:
     Every part is optional. `cost` computes a call's rate cost from its arguments (default 1);
     `usage` reads the real cost from a result so the limiter can refund or charge the difference
     (from every item of a stream, a later amount for a unit replacing an earlier one). `guide`
-    is told each attempt's outcome and its result or error, to learn from the server's headers.
+    is told each attempt's outcome and its result or error, to learn from the server's headers
+    (a classifier's `plain_results` and the guide's `skip` name result classes not worth asking).
     `timeout` is a deadline for the whole call, retries and waits included; `max_wait` bounds
     each wait for a rate permit. A call returns the function's result, or raises its last
     exception (with a note of the attempts made), or a `ShieldError`.
@@ -67,6 +79,7 @@ class Shield:
         "_bulkhead",
         "_classifier",
         "_classify_result",
+        "_plain_results",
         "_budget",
         "_timeout",
         "_max_wait",
@@ -92,7 +105,7 @@ class Shield:
         max_wait: float = 60.0,
         cost: Callable[..., Cost] | None = None,
         usage: Callable[[Any], Cost | None] | None = None,
-        guide: Callable[[Outcome, Any], None] | None = None,
+        guide: Guide | None = None,
         clock: Clock | None = None,
         name: str = "",
         on_event: Listener | None = None,
@@ -125,6 +138,7 @@ class Shield:
         self._cost = cost
         self._usage = usage
         self._guide = guide
+        self._plain_results: Container[type] = getattr(self._classifier, "plain_results", ())
         self._clock = clock if clock is not None else SYSTEM_CLOCK
         # Decided once, so that the common call reads no clock and computes nothing it won't use.
         self._timed = breaker is not None and breaker.slow_call_duration is not None
@@ -218,6 +232,7 @@ class Shield:
         bulkhead = self._bulkhead
         breaker = self._breaker
         classify_result = self._classify_result
+        guide = self._guide
         attempt = 0
         delay: float | None = None
         error: BaseException | None = None
@@ -253,13 +268,18 @@ class Shield:
                 raise
             else:
                 error = None
-                verdict = SUCCESS if classify_result is None else classify_result(result)
+                kind = type(result)
+                verdict = (
+                    SUCCESS
+                    if classify_result is None or kind in self._plain_results
+                    else classify_result(result)
+                )
                 if verdict is SUCCESS or verdict.outcome is _SUCCESS:
                     if permit is not None and breaker is not None:
                         took = clock.monotonic() - started if self._timed else 0.0
                         breaker.record(permit, _SUCCESS, took)
-                    if self._guide is not None:
-                        self._guide(_SUCCESS, result)
+                    if guide is not None and kind not in guide.skip:
+                        guide(_SUCCESS, result)
                     if reservation is not None or attempt > 1:
                         self._after_success(reservation, result, attempt)
                     return result
@@ -286,6 +306,7 @@ class Shield:
         bulkhead = self._bulkhead
         breaker = self._breaker
         classify_result = self._classify_result
+        guide = self._guide
         attempt = 0
         delay: float | None = None
         error: BaseException | None = None
@@ -329,13 +350,18 @@ class Shield:
                 raise
             else:
                 error = None
-                verdict = SUCCESS if classify_result is None else classify_result(result)
+                kind = type(result)
+                verdict = (
+                    SUCCESS
+                    if classify_result is None or kind in self._plain_results
+                    else classify_result(result)
+                )
                 if verdict is SUCCESS or verdict.outcome is _SUCCESS:
                     if permit is not None and breaker is not None:
                         took = clock.monotonic() - started if self._timed else 0.0
                         breaker.record(permit, _SUCCESS, took)
-                    if self._guide is not None:
-                        self._guide(_SUCCESS, result)
+                    if guide is not None and kind not in guide.skip:
+                        guide(_SUCCESS, result)
                     if reservation is not None or attempt > 1:
                         self._after_success(reservation, result, attempt)
                     return result

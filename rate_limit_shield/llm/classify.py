@@ -25,7 +25,7 @@ left to `DefaultClassifier`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any
 
 from ..errors import ConfigError, QuotaExhausted, ShieldError
@@ -252,6 +252,11 @@ class LLMClassifier:
     @property
     def extra(self) -> Callable[[BaseException], Verdict | None] | None:
         return self._extra
+
+    @property
+    def plain_results(self) -> Container[type]:
+        """Result classes whose every instance is a SUCCESS: a shield need not ask about them."""
+        return _PLAIN_RESULT_CLASSES if self._check_result is None else frozenset()
 
     def classify_error(self, error: BaseException) -> Verdict:
         if self._extra is not None:

@@ -80,22 +80,21 @@ class AdaptiveRate:
 class Guide:
     """What a key learns from each outcome: the provider's remaining quota, and throttles."""
 
-    __slots__ = ("_limiter", "adaptive", "_plain")
+    __slots__ = ("_limiter", "adaptive", "skip")
 
     def __init__(self, limiter: Limiter, adaptive: AdaptiveRate | None = None) -> None:
         self._limiter = limiter
         self.adaptive = adaptive
-        self._plain: set[type] = set()
-        """Result classes seen without headers (SDK models): checked once, then skipped."""
+        self.skip: set[type] = set()
+        """Result classes that teach nothing (no headers, and no pacing to recover): a shield
+        need not call the guide for their successes."""
 
     def __call__(self, outcome: Outcome, subject: object) -> None:
-        kind = type(subject)
-        if kind not in self._plain:
-            headers = headers_of(subject)
-            if headers is not None:
-                self.clamp(RateLimitInfo.from_headers(headers))
-            elif not isinstance(subject, BaseException):
-                self._plain.add(kind)
+        headers = headers_of(subject)
+        if headers is not None:
+            self.clamp(RateLimitInfo.from_headers(headers))
+        elif self.adaptive is None and not isinstance(subject, BaseException):
+            self.skip.add(type(subject))
         adaptive = self.adaptive
         if adaptive is not None:
             if outcome is _SUCCESS:
