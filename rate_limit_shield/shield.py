@@ -408,12 +408,13 @@ class Shield:
             if deadline != math.inf:
                 max_wait = min(max_wait, deadline - self._clock.monotonic())
             return permit, limiter.reserve(cost, max_wait)
-        except ShieldError as refusal:
+        except BaseException as refusal:
             if permit is not None and breaker is not None:
-                breaker.release(permit)
-            if last_error is not None and refusal.cause is None:
-                refusal.cause = refusal.__cause__ = last_error
-            self._emit(REJECTED, attempt, refusal.retry_after, None, refusal)
+                breaker.release(permit)  # a half-open probe too, whatever went wrong
+            if isinstance(refusal, ShieldError):
+                if last_error is not None and refusal.cause is None:
+                    refusal.cause = refusal.__cause__ = last_error
+                self._emit(REJECTED, attempt, refusal.retry_after, None, refusal)
             raise
 
     def _slot_wait(self, deadline: float) -> float | None:

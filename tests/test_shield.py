@@ -751,3 +751,17 @@ def test_an_error_a_custom_classifier_calls_a_success_is_raised_at_once(clock):
         make(clock, breaker=breaker, classifier=EqualButNotTheSame()).call(flaky)
     assert flaky.calls == 1
     assert breaker.state is State.CLOSED
+
+
+def test_a_cost_no_limit_could_grant_gives_back_the_half_open_probe() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=1, clock=clock)
+    limiter = Limiter([Limit(100, 60, "tokens")], clock=clock)
+    shield = Shield(limiter, breaker, clock=clock, cost=lambda n: {"tokens": n})
+    breaker.record_failure()  # open, then half-open after the cool-down
+    clock.advance(1.0)
+    assert breaker.state is State.HALF_OPEN
+    with pytest.raises(ValueError, match="exceeds the capacity"):
+        shield.call(lambda n: n, 1_000)
+    assert shield.call(lambda n: n, 10) == 10  # the probe was given back: this one may go
+    assert breaker.state is State.CLOSED
