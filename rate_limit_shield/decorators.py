@@ -148,7 +148,17 @@ def shielded(fn: classmethod[T, P, R], /) -> classmethod[T, P, R]: ...
 @overload
 def shielded(fn: staticmethod[P, R], /) -> staticmethod[P, R]: ...
 @overload
-def shielded(fn: Callable[P, R], /) -> Callable[P, R]: ...
+def shielded(
+    fn: Callable[P, R],
+    /,
+    *,
+    model: Model | None = None,
+    registry: Registry | None = None,
+    cost: Callable[..., Cost] | None = None,
+    usage: Callable[[Any], Cost | None] | None = None,
+    classifier: Classifier | None = None,
+    on_event: Listener | None = None,
+) -> Callable[P, R]: ...
 @overload
 def shielded(
     *,

@@ -94,7 +94,7 @@ class Key:
         """What the key learns from the provider's headers (and throttles, when adaptive)."""
         if limiter is not None:
             adaptive = AdaptiveRate(limiter, clock) if policy.adaptive else None
-            self.guide = Guide(limiter, adaptive)
+            self.guide = Guide(limiter, adaptive, clock)
         self.shield = Shield(
             self.limiter,
             self.breaker,

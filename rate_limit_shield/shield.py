@@ -53,6 +53,8 @@ P = ParamSpec("P")
 _SUCCESS = Outcome.SUCCESS
 _IGNORED = Outcome.IGNORED
 _THROTTLED = Outcome.THROTTLED
+_FAILURE = Outcome.FAILURE
+_ONE_REQUEST: Cost = {"requests": 1}
 _PLAIN: tuple[float, Cost] = (math.inf, 1)  # no deadline, a cost of one request
 _UNGATED: tuple[Permit | None, Reservation | None] = (None, None)  # no breaker, no limiter
 
@@ -244,6 +246,8 @@ class Shield:
             try:
                 if reservation is not None and reservation.delay > 0.0:
                     clock.sleep(reservation.delay)
+                    while held := self._paused_for(deadline):  # a 429 came while it waited
+                        clock.sleep(held)
                 if bulkhead is not None and not bulkhead.try_acquire():
                     bulkhead.acquire(self._slot_wait(deadline))
             except BaseException:
@@ -288,7 +292,7 @@ class Shield:
                     bulkhead.release()
             subject = result if error is None else error
             delay = self._after_attempt(
-                verdict, error, subject, permit, started, attempt, deadline, delay
+                verdict, error, subject, permit, reservation, started, attempt, deadline, delay
             )
             if delay is None:
                 if error is None:
@@ -318,6 +322,8 @@ class Shield:
             try:
                 if reservation is not None and reservation.delay > 0.0:
                     await clock.asleep(reservation.delay)
+                    while held := self._paused_for(deadline):  # a 429 came while it waited
+                        await clock.asleep(held)
                 if bulkhead is not None and not bulkhead.try_acquire():
                     await bulkhead.aacquire(self._slot_wait(deadline))
             except BaseException:
@@ -370,7 +376,7 @@ class Shield:
                     bulkhead.release()
             subject = result if error is None else error
             delay = self._after_attempt(
-                verdict, error, subject, permit, started, attempt, deadline, delay
+                verdict, error, subject, permit, reservation, started, attempt, deadline, delay
             )
             if delay is None:
                 if error is None:
@@ -416,6 +422,19 @@ class Shield:
                     refusal.cause = refusal.__cause__ = last_error
                 self._emit(REJECTED, attempt, refusal.retry_after, None, refusal)
             raise
+
+    def _paused_for(self, deadline: float) -> float:
+        """What is left of a pause that began while a reservation waited; a pause that outlasts
+        the deadline gives up at once, with `RateLimited`."""
+        assert self._limiter is not None
+        held = self._limiter.paused_for
+        if held > self._left(deadline):
+            raise RateLimited(
+                f"the key is paused for {held:.3f}s, more than the time left",
+                retry_after=held,
+                key=self.name or None,
+            )
+        return held
 
     def _slot_wait(self, deadline: float) -> float | None:
         """How long to wait for a bulkhead slot: its own `max_wait`, never past the deadline."""
@@ -525,6 +544,7 @@ class Shield:
         error: BaseException | None,
         subject: Any,
         permit: Permit | None,
+        reservation: Reservation | None,
         started: float,
         attempt: int,
         deadline: float,
@@ -532,7 +552,8 @@ class Shield:
     ) -> float | None:
         """Record a failed, throttled or ignored attempt and decide what comes next.
 
-        `subject` is the error, or the result the classifier rejected. Returns the delay before
+        `subject` is the error, or the result the classifier rejected; `reservation` is settled
+        at what the attempt spent. Returns the delay before
         the next attempt, or None to give up: the driver then raises
         `error` (noted here) or, for a rejected result, returns it. Raises the error the verdict
         names instead, a `RateLimited` when the server's hint outlasts the deadline, or a
@@ -544,6 +565,13 @@ class Shield:
             self._breaker.record(permit, outcome, self._duration(started))
         if self._guide is not None:
             self._guide(outcome, subject)
+        if reservation is not None and self._usage is not None:
+            # A rejected result says what it spent; a refused request (429, 4xx, quota gone)
+            # spent no tokens; a failure (5xx, timeout) may have, so it keeps the estimate.
+            if error is None:
+                self._settle(reservation, self._usage(subject))
+            elif outcome is not _FAILURE:
+                self._settle(reservation, _ONE_REQUEST)
         self._throttled(outcome, hint, attempt, error)
         if replacement is not None:
             self._emit(GAVE_UP, attempt, None, outcome, replacement)

@@ -268,3 +268,14 @@ def test_keys_are_not_adaptive_unless_asked() -> None:
     with pytest.raises(ProviderError):
         key.shield.call(lambda: (_ for _ in ()).throw(throttled(1.0)))
     assert key.limiter.rate_factor == 1.0
+
+
+def test_the_guide_reads_reset_dates_on_the_keys_clock() -> None:
+    clock = FakeClock()  # its wall time is 2023-11-14T22:13:20Z
+    limiter = Limiter([Limit(60, 60)], clock=clock)
+    headers = {
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": "2023-11-14T22:14:20Z",  # full in 60 s
+    }
+    Guide(limiter, clock=clock)(Outcome.THROTTLED, Response(429, headers))
+    assert limiter.wait_time() == pytest.approx(60.0)

@@ -765,3 +765,80 @@ def test_a_cost_no_limit_could_grant_gives_back_the_half_open_probe() -> None:
         shield.call(lambda n: n, 1_000)
     assert shield.call(lambda n: n, 10) == 10  # the probe was given back: this one may go
     assert breaker.state is State.CLOSED
+
+
+def pausing_clock(limiter_pause: list[Limiter], seconds: float) -> FakeClock:
+    """A clock whose first sleep ends with the key paused for `seconds`, as a 429 seen by
+    another caller meanwhile would."""
+    clock = FakeClock()
+    sleep = clock.sleep
+
+    def sleep_then_pause(delay: float) -> None:
+        sleep(delay)
+        if len(clock.sleeps) == 1:
+            limiter_pause[0].pause(seconds)
+
+    clock.sleep = sleep_then_pause  # type: ignore[method-assign]
+    return clock
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_pause_that_begins_while_a_call_waits_holds_it_too(driver: str) -> None:
+    holder: list[Limiter] = []
+    clock = pausing_clock(holder, 5.0)
+    holder.append(Limiter([Limit(1, 1)], clock=clock))
+    shield = Shield(holder[0], clock=clock)
+    shield.call(lambda: None)  # takes the one permit: the next call waits 1 s
+
+    async def answer() -> str:
+        return "late"
+
+    if driver == "sync":
+        assert shield.call(lambda: "late") == "late"
+    else:
+        assert asyncio.run(shield.acall(answer)) == "late"
+    assert clock.sleeps == [pytest.approx(1.0), pytest.approx(5.0)]
+
+
+def test_a_pause_past_the_deadline_gives_up_at_once_and_frees_the_reservation() -> None:
+    holder: list[Limiter] = []
+    clock = pausing_clock(holder, 30.0)
+    holder.append(Limiter([Limit(1, 1)], clock=clock))
+    shield = Shield(holder[0], clock=clock, timeout=10)
+    shield.call(lambda: None)
+    with pytest.raises(RateLimited, match=r"paused for 30\.000s") as refused:
+        shield.call(lambda: "never")
+    assert refused.value.retry_after == pytest.approx(30.0)
+    assert clock.sleeps == [pytest.approx(1.0)]
+    assert holder[0].levels()["1/1s requests"] == pytest.approx(1.0)  # nothing kept
+
+
+@pytest.mark.parametrize(
+    ("outcome", "tokens_left"),
+    [(Outcome.THROTTLED, 1000), (Outcome.IGNORED, 1000), (Outcome.FAILURE, 900)],
+)
+def test_a_refused_attempt_gives_back_its_token_estimate_a_failed_one_keeps_it(
+    outcome: Outcome, tokens_left: float
+) -> None:
+    class Fixed:
+        def classify_result(self, result: object) -> Verdict:
+            return Verdict(Outcome.SUCCESS)
+
+        def classify_error(self, error: BaseException) -> Verdict:
+            return Verdict(outcome)
+
+    clock = FakeClock()
+    limiter = Limiter([Limit(60, 60), Limit(1000, 60, "tokens")], clock=clock)
+    shield = Shield(
+        limiter,
+        classifier=Fixed(),
+        clock=clock,
+        cost=lambda: {"requests": 1, "tokens": 100},
+        usage=lambda result: None,
+    )
+    with pytest.raises(ConnectionError):
+        shield.call(lambda: (_ for _ in ()).throw(ConnectionError()))
+    assert limiter.levels() == {
+        "60/60s requests": pytest.approx(59),
+        "1000/60s tokens": pytest.approx(tokens_left),
+    }

@@ -10,7 +10,7 @@ configured limits.
 
 from __future__ import annotations
 
-from ..clock import Clock
+from ..clock import SYSTEM_CLOCK, Clock
 from ..limiter import Limiter
 from ..outcome import Outcome
 from .classify import headers_of
@@ -78,12 +78,17 @@ class AdaptiveRate:
 
 
 class Guide:
-    """What a key learns from each outcome: the provider's remaining quota, and throttles."""
+    """What a key learns from each outcome: the provider's remaining quota, and throttles.
 
-    __slots__ = ("_limiter", "adaptive", "skip")
+    Reset times given as dates are read against `clock.time()`."""
 
-    def __init__(self, limiter: Limiter, adaptive: AdaptiveRate | None = None) -> None:
+    __slots__ = ("_limiter", "_clock", "adaptive", "skip")
+
+    def __init__(
+        self, limiter: Limiter, adaptive: AdaptiveRate | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._limiter = limiter
+        self._clock = clock
         self.adaptive = adaptive
         self.skip: set[type] = set()
         """Result classes that teach nothing (no headers, and no pacing to recover): a shield
@@ -92,7 +97,7 @@ class Guide:
     def __call__(self, outcome: Outcome, subject: object) -> None:
         headers = headers_of(subject)
         if headers is not None:
-            self.clamp(RateLimitInfo.from_headers(headers))
+            self.clamp(RateLimitInfo.from_headers(headers, now=self._clock.time()))
         elif self.adaptive is None and not isinstance(subject, BaseException):
             self.skip.add(type(subject))
         adaptive = self.adaptive

@@ -94,6 +94,8 @@ async def check() -> None:
     assert_type(Client.ask(model="m"), str)
     wrapped = rls.shielded(create)
     assert_type(wrapped(model="gpt-4o", messages=[]), dict[str, Any])
+    own = rls.shielded(create, registry=rls.Registry())
+    assert_type(own(model="gpt-4o", messages=[]), dict[str, Any])
     decorator = rls.retry(attempts=2)
     assert_type(decorator(bare)(2), int)
 
