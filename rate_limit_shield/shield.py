@@ -92,6 +92,7 @@ class Shield:
         "_timed",
         "_per_call",
         "_gated",
+        "_remote",
     )
 
     def __init__(
@@ -146,6 +147,8 @@ class Shield:
         self._timed = breaker is not None and breaker.slow_call_duration is not None
         self._per_call = timeout is not None or cost is not None or budget is not None
         self._gated = bucket is not None or breaker is not None
+        # A limiter with async twins keeps its state remotely: the async driver awaits it.
+        self._remote = bucket is not None and hasattr(bucket, "areserve")
 
     # Read-only: the drivers' shortcuts are decided from them once, in __init__.
 
@@ -316,13 +319,17 @@ class Shield:
         error: BaseException | None = None
         while True:
             attempt += 1
-            permit, reservation = (
-                self._admit(cost, deadline, attempt, error) if self._gated else _UNGATED
-            )
+            if not self._gated:
+                permit, reservation = _UNGATED
+            elif self._remote:
+                permit, reservation = await self._aadmit(cost, deadline, attempt, error)
+            else:
+                permit, reservation = self._admit(cost, deadline, attempt, error)
             try:
                 if reservation is not None and reservation.delay > 0.0:
                     await clock.asleep(reservation.delay)
-                    while held := self._paused_for(deadline):  # a 429 came while it waited
+                    # A 429 came while it waited (a remote limiter's pause is its server's).
+                    while not self._remote and (held := self._paused_for(deadline)):
                         await clock.asleep(held)
                 if bulkhead is not None and not bulkhead.try_acquire():
                     await bulkhead.aacquire(self._slot_wait(deadline))
@@ -400,7 +407,8 @@ class Shield:
         """Breaker permission, then a rate permit; raises the refusal as a `ShieldError`.
 
         A permit available at once is taken with `try_acquire` (no reservation: None), unless
-        the call's usage will settle it; otherwise a reservation says how long to wait.
+        the call's usage will settle it or the limiter's state is remote (one round trip, not
+        two); otherwise a reservation says how long to wait.
         """
         breaker = self._breaker
         limiter = self._limiter
@@ -408,20 +416,51 @@ class Shield:
         try:
             if breaker is not None:
                 permit = breaker.acquire()
-            if limiter is None or (self._usage is None and limiter.try_acquire(cost)):
+            if limiter is None or (
+                self._usage is None and not self._remote and limiter.try_acquire(cost)
+            ):
                 return permit, None
-            max_wait = self._max_wait
-            if deadline != math.inf:
-                max_wait = min(max_wait, deadline - self._clock.monotonic())
-            return permit, limiter.reserve(cost, max_wait)
+            return permit, limiter.reserve(cost, self._rate_wait(deadline))
         except BaseException as refusal:
-            if permit is not None and breaker is not None:
-                breaker.release(permit)  # a half-open probe too, whatever went wrong
-            if isinstance(refusal, ShieldError):
-                if last_error is not None and refusal.cause is None:
-                    refusal.cause = refusal.__cause__ = last_error
-                self._emit(REJECTED, attempt, refusal.retry_after, None, refusal)
+            self._refused(permit, refusal, attempt, last_error)
             raise
+
+    async def _aadmit(
+        self, cost: Cost, deadline: float, attempt: int, last_error: BaseException | None
+    ) -> tuple[Permit | None, Reservation | None]:
+        """`_admit` for a limiter whose state is remote: its reservation is awaited, so the
+        event loop never blocks on the round trip."""
+        permit = None
+        try:
+            if self._breaker is not None:
+                permit = self._breaker.acquire()
+            limiter: Any = self._limiter
+            return permit, await limiter.areserve(cost, self._rate_wait(deadline))
+        except BaseException as refusal:
+            self._refused(permit, refusal, attempt, last_error)
+            raise
+
+    def _rate_wait(self, deadline: float) -> float:
+        """How long to wait for a rate permit: `max_wait`, never past the deadline."""
+        if deadline == math.inf:
+            return self._max_wait
+        return min(self._max_wait, deadline - self._clock.monotonic())
+
+    def _refused(
+        self,
+        permit: Permit | None,
+        refusal: BaseException,
+        attempt: int,
+        last_error: BaseException | None,
+    ) -> None:
+        """Admission failed: give back the breaker permit (a half-open probe too, whatever went
+        wrong) and tell of a refusal."""
+        if permit is not None and self._breaker is not None:
+            self._breaker.release(permit)
+        if isinstance(refusal, ShieldError):
+            if last_error is not None and refusal.cause is None:
+                refusal.cause = refusal.__cause__ = last_error
+            self._emit(REJECTED, attempt, refusal.retry_after, None, refusal)
 
     def _paused_for(self, deadline: float) -> float:
         """What is left of a pause that began while a reservation waited; a pause that outlasts
