@@ -570,7 +570,7 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return (
-            f"CircuitBreaker(name={self.name!r}, state={self._state.value!r}, "
+            f"{type(self).__name__}(name={self.name!r}, state={self._state.value!r}, "
             f"failure_threshold={self.failure_threshold!r}, "
             f"recovery_timeout={self.recovery_timeout!r})"
         )

@@ -205,7 +205,12 @@ _RETRY = _Section(
         "multiplier": _AT_LEAST_ONE,
         "max_retry_after": _NON_NEGATIVE,
         "budget": _Section(
-            {"ratio": _NON_NEGATIVE, "min_per_second": _NON_NEGATIVE, "window": _WHOLE_SECONDS}
+            {
+                "ratio": _NON_NEGATIVE,
+                "min_per_second": _NON_NEGATIVE,
+                "window": _WHOLE_SECONDS,
+                "shared": _flag,
+            }
         ),
     }
 )
@@ -224,6 +229,7 @@ _BREAKER = _Section(
         "half_open_max_calls": _count,
         "slow_call_duration": _optional(_POSITIVE),
         "slow_call_rate": _optional(_FRACTION),
+        "shared": _flag,
     }
 )
 
@@ -347,10 +353,19 @@ class Policy:
             return Limiter(limits, clock=clock, name=name)
         return backend.limiter(limits, clock=clock or SYSTEM_CLOCK, name=name)
 
-    def make_breaker(self, *, clock: Clock | None = None, name: str = "") -> CircuitBreaker | None:
+    def make_breaker(
+        self, *, clock: Clock | None = None, name: str = "", backend: Backend | None = None
+    ) -> CircuitBreaker | None:
+        """A new breaker, or None when disabled; with `shared`, its state is the backend's
+        (every process sees it open), if the backend shares breakers."""
         if self.breaker is None:
             return None
-        return CircuitBreaker(**self.breaker, clock=clock, name=name)
+        options = dict(self.breaker)
+        shared = getattr(backend, "shared_breaker", None) if options.pop("shared", False) else None
+        if shared is not None:
+            breaker: CircuitBreaker = shared(options, clock=clock or SYSTEM_CLOCK, name=name)
+            return breaker
+        return CircuitBreaker(**options, clock=clock, name=name)
 
     def make_retry(self) -> RetryPolicy | None:
         """The retry schedule, or None for a single attempt."""
@@ -364,12 +379,19 @@ class Policy:
             }
         )
 
-    def make_budget(self, *, clock: Clock | None = None) -> RetryBudget | None:
-        """A new retry budget (RetryBudget's defaults unless given), or None when disabled."""
-        if self.retry is None:
+    def make_budget(
+        self, *, clock: Clock | None = None, name: str = "", backend: Backend | None = None
+    ) -> RetryBudget | None:
+        """A new retry budget (RetryBudget's defaults unless given), or None when disabled;
+        with `shared`, it counts on the backend (fleet-wide), if the backend shares budgets."""
+        if self.retry is None or self.retry.get("budget", {}) is None:
             return None
-        budget = self.retry.get("budget", {})
-        return None if budget is None else RetryBudget(**budget, clock=clock)
+        options = dict(self.retry.get("budget", {}))
+        shared = getattr(backend, "shared_budget", None) if options.pop("shared", False) else None
+        if shared is not None:
+            budget: RetryBudget = shared(options, clock=clock or SYSTEM_CLOCK, name=name)
+            return budget
+        return RetryBudget(**options, clock=clock)
 
     def make_bulkhead(self, *, clock: Clock | None = None, name: str = "") -> Bulkhead | None:
         return None if self.bulkhead is None else Bulkhead(**self.bulkhead, clock=clock, name=name)

@@ -76,9 +76,13 @@ class Key:
         self.clock = clock
         limiter = policy.make_limiter(clock=clock, name=name, backend=backend)
         self.limiter: Limiter = limiter or backend.limiter((), clock=clock, name=name)
-        self.breaker: CircuitBreaker | None = policy.make_breaker(clock=clock, name=name)
+        self.breaker: CircuitBreaker | None = policy.make_breaker(
+            clock=clock, name=name, backend=backend
+        )
         self.retry: RetryPolicy | None = policy.make_retry()
-        self.budget: RetryBudget | None = policy.make_budget(clock=clock)
+        self.budget: RetryBudget | None = policy.make_budget(
+            clock=clock, name=name, backend=backend
+        )
         self.bulkhead: Bulkhead | None = policy.make_bulkhead(clock=clock, name=name)
         self.classifier: Classifier = (
             policy.classifier if policy.classifier is not None else LLMClassifier()

@@ -176,7 +176,7 @@ class RetryBudget:
         second = int(self._clock.monotonic())
         with self._lock:
             calls, retries = self._totals(second)
-            if retries >= self.ratio * calls + self.min_per_second * self.window:
+            if retries >= self.allowed(calls):
                 return False
             self._bucket(second)[2] += 1
             return True
@@ -193,5 +193,12 @@ class RetryBudget:
     def snapshot(self) -> dict[str, float]:
         with self._lock:
             calls, retries = self._totals(int(self._clock.monotonic()))
-        allowed = self.ratio * calls + self.min_per_second * self.window
-        return {"calls": calls, "retries": retries, "retries_left": max(0.0, allowed - retries)}
+        return {
+            "calls": calls,
+            "retries": retries,
+            "retries_left": max(0.0, self.allowed(calls) - retries),
+        }
+
+    def allowed(self, calls: float) -> float:
+        """Retries allowed over a window that saw `calls` calls."""
+        return self.ratio * calls + self.min_per_second * self.window

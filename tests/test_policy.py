@@ -296,7 +296,7 @@ UNKNOWN: list[tuple[dict[str, Any], str]] = [
         {"breaker": {5: 1}},
         ".breaker: unknown key 5 (known keys: failure_threshold, failure_rate, window, "
         "window_seconds, min_calls, recovery_timeout, max_recovery_timeout, half_open_max_calls, "
-        "slow_call_duration, slow_call_rate)",
+        "slow_call_duration, slow_call_rate, shared)",
     ),
 ]
 

@@ -54,7 +54,7 @@ def backend_from(value: object) -> Backend:
         return backend
     if isinstance(value, Backend):
         return value
-    if callable(getattr(value, "evalsha", None)):  # a redis-py client, sync or asyncio
+    if callable(getattr(value, "evalsha", None)):  # a (sync) redis-py client
         client_backend: Backend = _redis().RedisBackend(value)
         return client_backend
     raise ConfigError(
