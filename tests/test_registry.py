@@ -1006,3 +1006,35 @@ def test_shield_clock_gives_each_test_fresh_state(shield_clock: FakeClock, run: 
     assert key.clock is shield_clock
     assert key.limiter.try_acquire()
     assert not key.limiter.try_acquire()
+
+
+def test_shared_breakers_and_budgets_come_from_a_backend_that_shares_them() -> None:
+    asked: list[tuple[str, dict[str, Any]]] = []
+
+    class Sharing:
+        def limiter(self, limits: Any, *, clock: Any, name: str) -> rls.Limiter:
+            return rls.Limiter(limits, clock=clock, name=name)
+
+        def shared_breaker(self, options: Any, *, clock: Any, name: str) -> rls.CircuitBreaker:
+            asked.append(("breaker", dict(options)))
+            return rls.CircuitBreaker(**options, clock=clock, name=name)
+
+        def shared_budget(self, options: Any, *, clock: Any, name: str) -> rls.RetryBudget:
+            asked.append(("budget", dict(options)))
+            return rls.RetryBudget(**options, clock=clock)
+
+    policies = {
+        "shared": {"breaker": {"shared": True, "failure_threshold": 2},
+                   "retry": {"budget": {"shared": True, "ratio": 0.5}}},
+        "local": {"breaker": {"failure_threshold": 2}},
+    }  # fmt: skip
+    registry = Registry()
+    registry.configure(policies, backend=Sharing(), clock=FakeClock())
+    registry.key("shared")
+    registry.key("local")
+    assert asked == [("breaker", {"failure_threshold": 2}), ("budget", {"ratio": 0.5})]
+    # In memory (no backend that shares), `shared` is simply this process's own state.
+    registry.configure(policies, clock=FakeClock())
+    assert registry.key("shared").breaker is not None
+    assert registry.key("shared").budget is not None
+    assert len(asked) == 2
