@@ -1,0 +1,883 @@
+"""Rate limits shared by every process through Redis: one Lua script call per decision.
+
+`RedisLimiter` is a `Limiter` whose GCRA schedules live in one small Redis string per key, so
+that a fleet of processes shares one quota. Each decision (reserve, settle, refund, pause) is a
+single EVALSHA of `SCRIPT`, which takes the time from the Redis server: client clocks that
+disagree cannot over-admit, and the arithmetic is the in-memory one. The local clock only sleeps.
+
+A decision costs little more than the round trip: the script runs three commands (TIME, GET,
+SET) on binary doubles, its request is encoded ahead but for its numbers, and on a plain
+redis-py client it goes out on a connection held for script calls rather than through the
+client's command call, whose pool checks, retries and hooks cost more than the script.
+
+When Redis does not answer, `on_backend_error` decides: "local" limits in memory at this
+process's share of each limit (learnt from the fleet's heartbeats) until Redis answers again,
+"allow" grants at once, "deny" raises `BackendUnavailable`. A breaker around Redis makes an
+outage cost one failed attempt per `recovery_timeout`, not one per call. Settling, refunding and
+pausing never raise for a Redis failure: the call they follow has its outcome already. A script
+call cut short (a timeout, a cancelled task) may still have been applied on the server: such a
+cost stays charged, so that the error is always on the side of admitting less.
+
+Needs redis-py (the `redis` extra) and Redis >= 6 (SET KEEPTTL; scripts replicated by their
+effects).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import logging
+import math
+import operator
+import os
+import select
+import socket
+import struct
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from string import Template
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
+from redis.retry import Retry
+
+from ..breaker import CircuitBreaker, Permit
+from ..clock import Clock
+from ..errors import CircuitOpen, ConfigError, ShieldError
+from ..limiter import (
+    _ROUNDING,
+    Cost,
+    Limit,
+    Limiter,
+    Reservation,
+    _amount,
+    _check_positive,
+    _max_wait,
+)
+from ..outcome import Outcome
+from .redis_breaker import SharedBreaker
+from .redis_budget import SharedBudget
+
+__all__ = ["BackendUnavailable", "RedisBackend", "RedisLimiter", "SCRIPT", "from_url"]
+
+_log = logging.getLogger("rate_limit_shield")
+
+_HEARTBEAT_EVERY = 5.0
+"""Seconds between two heartbeats of one limiter; after three missed ones it leaves the fleet."""
+
+_MODES = ("local", "allow", "deny")
+_WHILE_DOWN = {
+    "local": "limiting in memory at this process's share until it answers again",
+    "allow": "allowing every call until it answers again",
+    "deny": "refusing every call until it answers again",
+}
+
+SCRIPT = Template(
+    """\
+-- rate-limit-shield: one decision on the limits of one key, on the server's clock.
+-- KEYS[1]: string: the 8-byte ids of the limits it holds, then little-endian doubles: when the
+--          key expires, the pause (before which nobody proceeds), and each limit's tat (its
+--          GCRA theoretical arrival time), in server seconds. It expires at least $margin s
+--          after every bucket is full again, pushed on (to twice the time until full, + 2 x
+--          $margin s) only when that comes too close: SET keeps the TTL meanwhile.
+-- KEYS[2], only with a heartbeat: hash: a field per live limiter holding its last heartbeat.
+-- ARGV: op; the ids of this limiter's limits; little-endian doubles: param, then each limit's
+--       amount (seconds of schedule), then each limit's tau; then, with KEYS[2], the member.
+--   reserve (param: max_wait) takes every amount if the wait is at most max_wait, else nothing.
+--           Returns the wait in microseconds (rounded up, at most 1e18) if taken, or -1 - that
+--           wait if not; with a heartbeat, {that, the number of live limiters}.
+--   shift   moves each tat back by a negative amount (refund), on from now by a positive one.
+--   pause   (param: seconds) holds the key until now + seconds, unless it is held longer.
+--   read    returns {now, pause, tat...} as strings, "-inf" where there is none.
+-- Limiters of other limits on the same key (another configuration) share the limits of the
+-- same id; the tats of the others are kept until full. A value of another size counts as none.
+-- Lua numbers go to Redis with 17 digits, but come back from a script truncated to integers.
+local clock = redis.call('TIME')
+local now = clock[1] + clock[2] / 1000000
+local state_key, op, ids, numbers = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local count = #ids / 8
+local param = struct.unpack('<d', numbers)
+local stored = redis.call('GET', state_key)
+-- expires, pause, the tat of each of this limiter's limits, then those of the others (ids: others)
+local state, others = {-math.huge, -math.huge}, ''
+if stored and #stored == 16 * count + 16 and string.sub(stored, 1, 8 * count) == ids then
+  local at = 8 * count + 1
+  for i = 1, count + 2 do state[i], at = struct.unpack('<d', stored, at) end
+else
+  for i = 1, count do state[2 + i] = -math.huge end
+  local size = (#(stored or '') - 16) / 16
+  if size >= 0 and size % 1 == 0 then
+    local ours, at = {}, 8 * size + 1
+    for i = 1, count do ours[string.sub(ids, 8 * i - 7, 8 * i)] = 2 + i end
+    state[1], at = struct.unpack('<d', stored, at)
+    state[2], at = struct.unpack('<d', stored, at)
+    for j = 1, size do
+      local id, tat = string.sub(stored, 8 * j - 7, 8 * j), 0
+      tat, at = struct.unpack('<d', stored, at)
+      if ours[id] then
+        state[ours[id]] = tat
+      elseif tat > now then
+        others = others .. id
+        state[#state + 1] = tat
+      end
+    end
+  end
+end
+
+local reply, changed = 0, false
+if op == 'reserve' then
+  local ready = state[2]
+  for i = 1, count do
+    local tat = state[2 + i]
+    if tat < now then tat = now end
+    tat = tat + struct.unpack('<d', numbers, 8 * i + 1)
+    state[2 + i] = tat
+    tat = tat - struct.unpack('<d', numbers, 8 * (count + i) + 1)
+    if tat > ready then ready = tat end
+  end
+  local wait = ready - now
+  if wait <= $rounding then wait = 0 end
+  reply = math.ceil(math.min(wait, 1e12) * 1000000)
+  changed = wait <= param
+  if not changed then reply = -1 - reply end
+elseif op == 'shift' then
+  for i = 1, count do
+    local change = struct.unpack('<d', numbers, 8 * i + 1)
+    if change < 0 then
+      state[2 + i] = state[2 + i] + change
+      changed = true
+    elseif change > 0 then
+      state[2 + i] = math.max(state[2 + i], now) + change
+      changed = true
+    end
+  end
+elseif op == 'pause' then
+  changed = now + param > state[2]
+  if changed then state[2] = now + param end
+else
+  local values = {string.format('%.17g', now)}
+  for i = 2, count + 2 do values[i] = string.format('%.17g', state[i]) end
+  return values
+end
+
+if changed then
+  local full_at, expires = now, state[1]
+  for i = 2, #state do if state[i] > full_at then full_at = state[i] end end
+  if full_at + $margin > expires then state[1] = 2 * full_at - now + 2 * $margin end
+  local value = ids .. others .. struct.pack('<' .. string.rep('d', #state), unpack(state))
+  redis.call('SET', state_key, value, 'KEEPTTL')
+  if state[1] ~= expires then
+    redis.call('PEXPIRE', state_key, math.ceil((state[1] - now) * 1000))
+  end
+end
+if not KEYS[2] then return reply end
+local beats, alive = KEYS[2], 0
+redis.call('HSET', beats, ARGV[4], now)
+local all = redis.call('HGETALL', beats)
+for i = 1, #all, 2 do
+  if now - all[i + 1] > $stale then redis.call('HDEL', beats, all[i]) else alive = alive + 1 end
+end
+redis.call('PEXPIRE', beats, $stale_ms)
+return {reply, alive}
+"""
+).substitute(
+    rounding=repr(_ROUNDING),
+    margin=1,
+    stale=repr(3 * _HEARTBEAT_EVERY),
+    stale_ms=int(3000 * _HEARTBEAT_EVERY),
+)
+"""The Lua script behind every decision; its header is the contract between it and the class."""
+
+_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+_OPS = (b"reserve", b"shift", b"pause", b"read")
+
+_Call = tuple[int, tuple[bytes, ...], bytes]
+"""A script call: the number of keys, the keys then the arguments, and the EVALSHA request that
+sends them, RESP-encoded."""
+
+
+def _bulk(word: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(word), word)
+
+
+def _request(keys: int, words: tuple[bytes, ...], more: int = 0, *, cached: bool = True) -> bytes:
+    """The RESP request of EVALSHA (or EVAL if not `cached`) on `keys` keys and the arguments
+    in `words`, but for `more` arguments that the caller appends, each as `_bulk(argument)`."""
+    script = (b"EVALSHA", _SHA.encode()) if cached else (b"EVAL", SCRIPT.encode())
+    items = (*script, b"%d" % keys, *words)
+    return b"*%d\r\n" % (len(items) + more) + b"".join(map(_bulk, items))
+
+
+def _limit_id(limit: Limit) -> bytes:
+    """The 8 bytes that name `limit` in the state: limiters that share a key share the limits of
+    the same label, whatever others each has."""
+    return hashlib.blake2b(str(limit).encode(), digest_size=8).digest()
+
+
+_LEND_ARGS: tuple[str, ...] = (
+    ("EVALSHA",)
+    if getattr(
+        inspect.signature(redis.ConnectionPool.get_connection).parameters.get("command_name"),
+        "default",
+        None,
+    )
+    is inspect.Parameter.empty
+    else ()
+)
+"""What `get_connection` takes: redis-py < 5.3 wants a command name, later ones warn at one."""
+
+
+def _exchange(connection: Any, request: bytes) -> Any:
+    connection.send_packed_command((request,))  # an iterable of chunks: bytes would give ints
+    return connection.read_response()
+
+
+def _readable(sock: socket.socket) -> Callable[[], object]:
+    """A check, without waiting, that `sock` has something to read (truthy if so)."""
+    if hasattr(select, "poll"):  # select() cannot watch a descriptor above 1023
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return functools.partial(poller.poll, 0)
+    return lambda: select.select((sock,), (), (), 0)[0]
+
+
+class _HeldConnection:
+    """One connection of a client's pool held for script calls: a request, its reply, nothing else.
+
+    Lending a connection and the client's command machinery (retries, hooks, metrics) cost more
+    than the script does on the server. As the pool does when it lends one, the connection is
+    checked before each call: readable means closed by the server (a restart, an idle timeout)
+    or out of step, and it goes back to the pool for one the pool checks; so does one found
+    disconnected (the pool was reset), and one that failed (redis-py has disconnected it).
+    A call that finds it busy (another thread's) borrows one from the pool for its time.
+    """
+
+    __slots__ = ("_connection", "_lock", "_pool", "_readable", "_socket")
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._connection: Any = None
+        self._socket: object = None
+        self._readable: Callable[[], object] = bool
+
+    def send(self, request: bytes) -> Any:
+        """The reply to `request` (one RESP command); an error reply raises `ResponseError`."""
+        pool = self._pool
+        if not self._lock.acquire(blocking=False):
+            borrowed = pool.get_connection(*_LEND_ARGS)
+            try:
+                return _exchange(borrowed, request)
+            finally:
+                pool.release(borrowed)
+        try:
+            connection: Any = self._connection
+            sock = getattr(connection, "_sock", None)
+            if sock is None or sock is not self._socket or self._readable():
+                self._connection = None
+                if connection is not None:
+                    pool.release(connection)
+                connection = pool.get_connection(*_LEND_ARGS)
+                self._socket = sock = connection._sock
+                self._readable = _readable(sock)
+                self._connection = connection
+            try:
+                return _exchange(connection, request)
+            except redis.ResponseError:  # an error reply, read whole: the connection is in step
+                raise
+            except BaseException:
+                self._connection = None
+                pool.release(connection)
+                raise
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Give the connection back to the pool (its client is gone)."""
+        with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            self._pool.release(connection)
+
+    def forget(self) -> None:
+        """In a forked child: the connection is the parent's socket, and the lock may be held."""
+        self._connection = None
+        self._lock = threading.Lock()
+
+
+_HELD: weakref.WeakKeyDictionary[redis.Redis, _HeldConnection] = weakref.WeakKeyDictionary()
+_PLAIN_EXECUTE = redis.Redis.execute_command
+
+
+def _held_connection(client: object) -> _HeldConnection | None:
+    """The connection held for `client`'s script calls; None for a client whose calls must go
+    through its methods: not a `redis.Redis` on a pool (a cluster, a single-connection client),
+    or one whose `execute_command` is overridden or wrapped (instrumentation sees each call)."""
+    if not isinstance(client, redis.Redis) or client.connection is not None:
+        return None
+    execute = type(client).execute_command
+    if execute is not _PLAIN_EXECUTE or hasattr(execute, "__wrapped__"):
+        return None
+    held = _HELD.get(client)
+    if held is None:
+        fresh = _HeldConnection(client.connection_pool)
+        held = _HELD.setdefault(client, fresh)
+        if held is fresh:
+            weakref.finalize(client, held.close)
+    return held
+
+
+def _forget_held_connections() -> None:
+    for held in list(_HELD.values()):
+        held.forget()
+
+
+os.register_at_fork(after_in_child=_forget_held_connections)
+
+
+class BackendUnavailable(ShieldError):
+    """Redis did not answer and `on_backend_error="deny"`: no rate permit without it."""
+
+
+class _Held(Reservation):
+    """A reservation and where it is held: on Redis (`share` None) or in memory at `share`."""
+
+    __slots__ = ("share",)
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        ready_at: float,
+        delay: float,
+        increments: tuple[float, ...] | None,
+        share: float | None,
+    ) -> None:
+        super().__init__(limiter, ready_at, delay, ())
+        self._increments = increments  # None: granted without any limit, nothing to give back
+        self.share = share
+
+
+class RedisLimiter(Limiter):
+    """A `Limiter` whose state lives on Redis, shared by every limiter with the same key.
+
+    The key is `{prefix:name}`: its braces are a Redis Cluster hash tag, so the state
+    (`{prefix:name}:rate`) and the fleet (`{prefix:name}:fleet`) of one key live on one node.
+    `on_backend_error` is "local" (in memory at `local_share` of each limit, by default 1 / the
+    number of limiters that sent this key a heartbeat lately), "allow" or "deny".
+    `recovery_timeout` is how long Redis is left alone after a failure. The async methods use
+    `aclient`, or run the sync ones in a thread without it. Clients from `from_url` fail fast;
+    others should too (short timeouts, no retries), or a dead server holds each call for as long
+    as they insist. The sync calls of a plain `redis.Redis` go out on a connection held out of its
+    pool, not through its `execute_command`; a client whose `execute_command` is overridden (a
+    subclass) or wrapped (instrumentation) is called through it as usual.
+    """
+
+    __slots__ = (
+        "_aclient",
+        "_breaker",
+        "_client",
+        "_error",
+        "_fleet",
+        "_heartbeat_due",
+        "_held",
+        "_ids",
+        "_keys",
+        "_local_share",
+        "_member",
+        "_numbers",
+        "_on_backend_error",
+        "_outage",
+        "_prefixes",
+        "_read_call",
+        "_sending",
+        "_zeros",
+    )
+
+    def __init__(
+        self,
+        limits: Iterable[Limit],
+        *,
+        client: redis.Redis,
+        aclient: redis.asyncio.Redis | None = None,
+        name: str = "",
+        prefix: str = "rls",
+        clock: Clock | None = None,
+        on_backend_error: str = "local",
+        local_share: float | None = None,
+        recovery_timeout: float = 2.0,
+    ) -> None:
+        super().__init__(limits, clock=clock, name=name)
+        _check_options(prefix, on_backend_error, local_share, recovery_timeout)
+        self._client = client
+        self._aclient = aclient
+        self._on_backend_error = on_backend_error
+        self._local_share = None if local_share is None else float(local_share)
+        self._held = _held_connection(client)
+        self._keys = (f"{{{prefix}:{name}}}:rate".encode(), f"{{{prefix}:{name}}}:fleet".encode())
+        self._ids = b"".join(map(_limit_id, self.limits))
+        self._numbers = struct.Struct(f"<{1 + 2 * len(self.limits)}d")
+        # Each op's request but for its numbers, their header included (their size is fixed).
+        self._prefixes = {
+            op: _request(1, (self._keys[0], op, self._ids), 1) + b"$%d\r\n" % self._numbers.size
+            for op in _OPS
+        }
+        self._zeros = (0.0,) * len(self.limits)
+        self._read_call = self._args(b"read", 0.0, self._zeros)
+        self._breaker = CircuitBreaker(
+            failure_threshold=1, recovery_timeout=recovery_timeout, clock=self._clock, name=name
+        )
+        self._member = uuid.uuid4().hex[:16]
+        self._heartbeat_due = -math.inf
+        self._fleet = 1
+        self._outage = False
+        self._error: BaseException | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+
+    @property
+    def local_share(self) -> float:
+        """The share of each limit granted in memory while Redis is unavailable ("local")."""
+        return self._local_share if self._local_share is not None else 1.0 / self._fleet
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def try_acquire(self, cost: Cost = 1) -> bool:
+        """Take `cost` now from every limit, or take nothing and return False. Never waits."""
+        increments, call = self._reserve_call(cost, 0.0)
+        return self._taken(increments, self._run(call))
+
+    def reserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
+        """Commit `cost` on every limit if the wait for it is at most `max_wait` (see `Limiter`)."""
+        increments, call = self._reserve_call(cost, max_wait)
+        return self._granted(self._reserved(increments, max_wait, self._run(call)))
+
+    def wait_time(self, cost: Cost = 1) -> float:
+        """Seconds until `cost` could be taken on every limit (0.0 if now); reserves nothing."""
+        increments, call = self._reserve_call(cost, -1.0)  # no wait is <= -1: nothing is taken
+        result = self._reserved(increments, -1.0, self._run(call))
+        return result if isinstance(result, float) else result.delay
+
+    # Cancel, settle, refund and pause need no answer: inside a running event loop (the async
+    # driver of a Shield) they are sent on `aclient` as a task, so the loop never blocks on them.
+
+    def cancel(self, reservation: Reservation) -> None:
+        """Give back all that `reservation` charged; nothing if it was cancelled or settled."""
+        call = self._finish_call(reservation, self._zeros)
+        if call is not None:
+            self._send(call)
+
+    def settle(self, reservation: Reservation, actual: Cost) -> None:
+        """Replace the reserved cost by the `actual` one: refund the excess, or charge the debt."""
+        actual_increments = self._increments(actual, name="actual", check_capacity=False)
+        call = self._finish_call(reservation, actual_increments)
+        if call is not None:
+            self._send(call)
+
+    def refund(self, cost: Cost = 1) -> None:
+        """Give back `cost` taken by `try_acquire`: on Redis, or in memory while it is away."""
+        increments, call = self._refund_call(cost)
+        self._send(call, lambda reply: self._refunded(increments, reply))
+
+    def pause(self, seconds: float) -> None:
+        """Let nobody sharing this key proceed before `seconds` from now (a Retry-After)."""
+        self._send(self._pause_call(seconds))
+
+    def _send(self, call: _Call, then: Callable[[Any], None] | None = None) -> None:
+        """Run `call` now, or as a task on `aclient` inside a running event loop; `then` gets
+        the reply."""
+        try:
+            loop = asyncio.get_running_loop() if self._aclient is not None else None
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            reply = self._run(call)
+            if then is not None:
+                then(reply)
+            return
+
+        async def send() -> None:
+            reply = await self._arun(call)
+            if then is not None:
+                then(reply)
+
+        task = loop.create_task(send())
+        self._sending.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._sending.discard)
+
+    # -- async twins: the same decisions over `aclient` ------------------------------------
+
+    async def atry_acquire(self, cost: Cost = 1) -> bool:
+        increments, call = self._reserve_call(cost, 0.0)
+        return self._taken(increments, await self._arun(call))
+
+    async def areserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
+        increments, call = self._reserve_call(cost, max_wait)
+        return self._granted(self._reserved(increments, max_wait, await self._arun(call)))
+
+    async def acancel(self, reservation: Reservation) -> None:
+        call = self._finish_call(reservation, self._zeros)
+        if call is not None:
+            await self._arun(call)
+
+    async def asettle(self, reservation: Reservation, actual: Cost) -> None:
+        actual_increments = self._increments(actual, name="actual", check_capacity=False)
+        call = self._finish_call(reservation, actual_increments)
+        if call is not None:
+            await self._arun(call)
+
+    async def arefund(self, cost: Cost = 1) -> None:
+        increments, call = self._refund_call(cost)
+        self._refunded(increments, await self._arun(call))
+
+    async def apause(self, seconds: float) -> None:
+        await self._arun(self._pause_call(seconds))
+
+    async def aacquire(self, cost: Cost = 1, timeout: float | None = None) -> Reservation:
+        """`acquire` for asyncio: awaits instead of sleeping; cancellation gives the tokens back."""
+        reservation = await self.areserve(cost, _max_wait(timeout))
+        if reservation.delay > 0.0:
+            try:
+                await self._clock.asleep(reservation.delay)
+            except BaseException:
+                await self.acancel(reservation)
+                raise
+        return reservation
+
+    # -- observation -----------------------------------------------------------------------
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of the key's current pause (0.0 when none)."""
+        return self._observe()[1]
+
+    def snapshot(self) -> dict[str, object]:
+        """Levels and pause as Redis sees them (or the local ones while it is unavailable)."""
+        tokens, paused_for, on_redis = self._observe()
+        return {
+            "name": self.name,
+            "levels": dict(zip(map(str, self.limits), tokens, strict=True)),
+            "paused_for": paused_for,
+            "redis_available": on_redis,
+            "local_share": self.local_share,
+        }
+
+    def _tokens(self) -> list[float]:
+        return self._observe()[0]
+
+    def _observe(self) -> tuple[list[float], float, bool]:
+        """Tokens per limit, pause left, and whether they come from Redis, in one call."""
+        reply = self._run(self._read_call)
+        if reply is None:
+            share = self.local_share
+            return [share * tokens for tokens in super()._tokens()], super().paused_for, False
+        now, pause, *tats = map(float, reply)
+        tokens = [
+            capacity - (max(tat, now) - now) / interval
+            for capacity, interval, tat in zip(self._capacities, self._intervals, tats, strict=True)
+        ]
+        return tokens, max(0.0, pause - now), True
+
+    # -- script arguments and replies, shared by both drivers -------------------------------
+
+    def _args(
+        self, op: bytes, param: float, amounts: Iterable[float], member: bytes = b""
+    ) -> _Call:
+        """The script call of `op` (see `SCRIPT`); only the numbers are encoded anew."""
+        numbers = self._numbers.pack(param, *amounts, *self._taus)
+        if member:
+            words = (*self._keys, op, self._ids, numbers, member)
+            return 2, words, _request(2, words)
+        return 1, (self._keys[0], op, self._ids, numbers), self._prefixes[op] + numbers + b"\r\n"
+
+    def _reserve_call(self, cost: Cost, max_wait: float) -> tuple[tuple[float, ...], _Call]:
+        """The increments of `cost` and the script call that reserves them (with a heartbeat
+        every few seconds, from which the fleet size and so the local share are learnt)."""
+        if max_wait != max_wait:
+            raise ValueError(f"max_wait must be a number of seconds, got {max_wait!r}")
+        increments = self._increments(cost)
+        member = b""
+        if self._local_share is None:
+            now = self._monotonic()
+            if now >= self._heartbeat_due:
+                self._heartbeat_due = now + _HEARTBEAT_EVERY
+                member = f"{self._member}:{os.getpid()}".encode()  # a forked child: another
+        return increments, self._args(b"reserve", float(max_wait), increments, member)
+
+    def _reserved(
+        self, increments: tuple[float, ...], max_wait: float, reply: Any
+    ) -> Reservation | float:
+        """The reservation granted (by Redis or the fallback), or the wait it was refused for."""
+        if reply is None:
+            return self._fallback(increments, max_wait)
+        code = self._code(reply)
+        if code < 0:
+            return (-1 - code) / 1e6
+        wait = code / 1e6
+        return _Held(self, self._monotonic() + wait, wait, increments, None)
+
+    def _taken(self, increments: tuple[float, ...], reply: Any) -> bool:
+        """Whether `try_acquire` took its cost: on Redis, or by the fallback (`reply` None)."""
+        if reply is None:
+            return not isinstance(self._fallback(increments, 0.0), float)
+        return self._code(reply) >= 0
+
+    def _code(self, reply: Any) -> int:
+        """A reservation's code (see `SCRIPT`); a heartbeat's reply tells the fleet's size too."""
+        code: int
+        if type(reply) is list:
+            code, self._fleet = reply
+        else:
+            code = reply
+        return code
+
+    def _fallback(self, increments: tuple[float, ...], max_wait: float) -> Reservation | float:
+        """What `on_backend_error` makes of a reservation that Redis could not decide."""
+        mode = self._on_backend_error
+        if mode == "deny":
+            error = self._error
+            raise BackendUnavailable(
+                f"Redis is unavailable for these rate limits ({type(error).__name__}: {error})",
+                retry_after=self._breaker.retry_after,
+                key=self.name,
+                cause=error,
+            )
+        if mode == "allow":
+            return _Held(self, self._monotonic(), 0.0, None, None)
+        share = self.local_share
+        scaled = tuple(increment / share for increment in increments)
+        now, wait = self._commit(scaled, max_wait)
+        if wait > max_wait:
+            return wait
+        return _Held(self, now + wait, wait, scaled, share)
+
+    def _granted(self, result: Reservation | float) -> Reservation:
+        if isinstance(result, float):
+            raise self._refusal(result)
+        return result
+
+    def _finish_call(self, reservation: Reservation, actual: tuple[float, ...]) -> _Call | None:
+        """Settle `reservation` at `actual` once: in memory if it is held there, else the
+        script call that settles it on Redis (None when there is nothing to do)."""
+        if not isinstance(reservation, _Held) or reservation._limiter is not self:
+            raise ValueError(f"{reservation!r} was not made by {self!r}")
+        share = reservation.share
+        if share is not None:
+            self._finish(reservation, [amount / share for amount in actual])
+            return None
+        with self._lock:
+            reserved = reservation._increments
+            reservation._increments = None
+        if not isinstance(reserved, tuple):  # settled already, or granted without a limit
+            return None
+        return self._args(b"shift", 0.0, map(operator.sub, actual, reserved))
+
+    def _refund_call(self, cost: Cost) -> tuple[tuple[float, ...], _Call]:
+        increments = self._increments(cost, name="refund", check_capacity=False)
+        return increments, self._args(b"shift", 0.0, [-increment for increment in increments])
+
+    def _refunded(self, increments: tuple[float, ...], reply: Any) -> None:
+        """A refund Redis did not take goes to memory, where "local" took the cost meanwhile."""
+        if reply is None and self._on_backend_error == "local":
+            share = self.local_share
+            with self._lock:
+                self._shift_locked([-increment / share for increment in increments])
+
+    def _pause_call(self, seconds: float) -> _Call:
+        """Pause in memory too (the fallback honours it), and the script call for Redis."""
+        seconds = _amount(seconds, "seconds")
+        super().pause(seconds)
+        return self._args(b"pause", seconds, self._zeros)
+
+    # -- the script call: the only part that differs between the drivers ---------------------
+
+    def _run(self, call: _Call) -> Any:
+        """The script's reply, or None when Redis is unavailable (failed now or lately)."""
+        permit = self._permit()
+        if permit is None:
+            return None
+        try:
+            reply = self._evaluate(call)
+        except redis.RedisError as error:
+            self._failed(permit, error)
+            return None
+        except BaseException:
+            self._breaker.release(permit)
+            raise
+        self._answered(permit)
+        return reply
+
+    def _evaluate(self, call: _Call) -> Any:
+        """The reply to `call`: on the held connection, or through the client's methods."""
+        held = self._held
+        if held is None:
+            try:
+                return self._client.evalsha(_SHA, call[0], *call[1])
+            except NoScriptError:  # flushed or restarted: EVAL runs it and caches it again
+                return self._client.eval(SCRIPT, call[0], *call[1])
+        try:
+            return held.send(call[2])
+        except NoScriptError:
+            return held.send(_request(call[0], call[1], cached=False))
+
+    async def _arun(self, call: _Call) -> Any:
+        aclient = self._aclient
+        if aclient is None:
+            return await asyncio.to_thread(self._run, call)
+        permit = self._permit()
+        if permit is None:
+            return None
+        try:
+            try:
+                reply = await aclient.evalsha(_SHA, call[0], *call[1])
+            except NoScriptError:
+                reply = await aclient.eval(SCRIPT, call[0], *call[1])
+        except redis.RedisError as error:
+            self._failed(permit, error)
+            return None
+        except BaseException:
+            self._breaker.release(permit)
+            raise
+        self._answered(permit)
+        return reply
+
+    def _permit(self) -> Permit | None:
+        try:
+            return self._breaker.acquire()
+        except CircuitOpen:
+            return None
+
+    def _failed(self, permit: Permit, error: BaseException) -> None:
+        """Open the breaker; warn once per outage, not once per call."""
+        self._breaker.record(permit, Outcome.FAILURE)
+        self._error = error
+        with self._lock:
+            first, self._outage = not self._outage, True
+        if first:
+            _log.warning(
+                "Redis is unavailable for the rate limits of %r (%s: %s); %s",
+                self.name,
+                type(error).__name__,
+                error,
+                _WHILE_DOWN[self._on_backend_error],
+            )
+
+    def _answered(self, permit: Permit) -> None:
+        self._breaker.record(permit, Outcome.SUCCESS)
+        if self._outage:
+            with self._lock:
+                back, self._outage = self._outage, False
+            if back:
+                _log.info("Redis answers again for the rate limits of %r", self.name)
+
+
+class RedisBackend:
+    """Makes each model key's `RedisLimiter` on one Redis: `configure(backend="redis://...")`.
+
+    The options are `RedisLimiter`'s, checked here at once rather than at a key's first use.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        aclient: redis.asyncio.Redis | None = None,
+        *,
+        prefix: str = "rls",
+        on_backend_error: str = "local",
+        local_share: float | None = None,
+        recovery_timeout: float = 2.0,
+    ) -> None:
+        if isinstance(client, redis.asyncio.Redis):
+            raise ConfigError(
+                f"backend: {client!r} is an asyncio client, which cannot serve synchronous "
+                "calls; pass a redis:// URL, or a sync client (and the asyncio one as aclient)"
+            )
+        _check_options(prefix, on_backend_error, local_share, recovery_timeout)
+        self.client = client
+        self.aclient = aclient
+        self._prefix = prefix
+        self._on_backend_error = on_backend_error
+        self._local_share = local_share
+        self._recovery_timeout = recovery_timeout
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisBackend:
+        """A backend on the fail-fast clients of `from_url(url)`."""
+        client, aclient = from_url(url)
+        return cls(client, aclient)
+
+    def limiter(self, limits: Iterable[Limit], *, clock: Clock, name: str) -> RedisLimiter:
+        return RedisLimiter(
+            limits,
+            client=self.client,
+            aclient=self.aclient,
+            name=name,
+            prefix=self._prefix,
+            clock=clock,
+            on_backend_error=self._on_backend_error,
+            local_share=self._local_share,
+            recovery_timeout=self._recovery_timeout,
+        )
+
+    def shared_breaker(
+        self, options: Mapping[str, Any], *, clock: Clock, name: str
+    ) -> SharedBreaker:
+        """The breaker of a policy with `breaker.shared`: its state is the fleet's."""
+        return SharedBreaker(
+            **options,
+            client=self.client,
+            prefix=self._prefix,
+            redis_recovery_timeout=self._recovery_timeout,
+            clock=clock,
+            name=name,
+        )
+
+    def shared_budget(self, options: Mapping[str, Any], *, clock: Clock, name: str) -> SharedBudget:
+        """The retry budget of a policy with `retry.budget.shared`: it counts fleet-wide."""
+        return SharedBudget(
+            **options,
+            client=self.client,
+            prefix=self._prefix,
+            redis_recovery_timeout=self._recovery_timeout,
+            clock=clock,
+            name=name,
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self.client!r}, prefix={self._prefix!r})"
+
+
+def _check_options(
+    prefix: str, on_backend_error: str, local_share: float | None, recovery_timeout: float
+) -> None:
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigError(f"prefix must be a non-empty string, got {prefix!r}")
+    if on_backend_error not in _MODES:
+        raise ConfigError(f"on_backend_error must be one of {_MODES}, got {on_backend_error!r}")
+    if local_share is not None and not (
+        isinstance(local_share, (int, float))
+        and not isinstance(local_share, bool)
+        and 0.0 < local_share <= 1.0
+    ):
+        raise ConfigError(f"local_share must be a number in (0, 1] or None, got {local_share!r}")
+    _check_positive("recovery_timeout", recovery_timeout)
+
+
+def from_url(url: str) -> tuple[redis.Redis, redis.asyncio.Redis]:
+    """A sync and an async client for `url` that fail fast: 0.25 s timeouts, no retries.
+
+    A limiter falls back at once rather than hold the call; options in the URL's query
+    string (`?socket_timeout=1`) take precedence over these.
+    """
+    fast: dict[str, Any] = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}
+    return (
+        redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **fast),
+        redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **fast),
+    )

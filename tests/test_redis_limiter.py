@@ -1,0 +1,796 @@
+"""The Redis limiter against a real redis-server: the in-memory semantics, shared by processes.
+
+Decisions match the in-memory `Limiter`; one round trip each; server time (skewed client clocks
+admit nothing extra); a fleet of processes never admits more than one limit; reservations,
+settlements and pauses are shared; state is O(1), tagged for Cluster and expires; Redis killed,
+restarted, hung, or its scripts flushed, and every call still ends, quickly and clearly.
+Breaker recovery runs on a `FakeClock`; real time is used only for real processes and real I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, cast
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis_server import RedisServer, RoundTrips, require_redis
+
+from rate_limit_shield import Limit, Limiter, Shield
+from rate_limit_shield.errors import ConfigError, RateLimited, ShieldError
+from rate_limit_shield.registry import Registry
+from rate_limit_shield.testing import FakeClock
+
+try:
+    import redis
+    from redis.crc import key_slot
+except ImportError:  # the server fixtures fail in CI; elsewhere say why nothing runs
+    if os.environ.get("CI", "").lower() == "true":
+        raise
+    pytest.skip("redis-py is not installed (pip install redis)", allow_module_level=True)
+
+from rate_limit_shield.backends.redis import (
+    BackendUnavailable,
+    RedisBackend,
+    RedisLimiter,
+    from_url,
+)
+
+approx = pytest.approx
+REQUESTS = "10/3600s requests"
+TOKENS = "1000/3600s tokens"
+
+
+def requests_and_tokens() -> list[Limit]:
+    """Slow limits: the real time a test takes refills no level measurably."""
+    return [Limit(10, 3600), Limit(1000, 3600, unit="tokens")]
+
+
+def make(
+    url: str,
+    limits: list[Limit] | None = None,
+    *,
+    name: str = "model",
+    clock: Any = None,
+    **options: Any,
+) -> RedisLimiter:
+    client, aclient = from_url(url)
+    limits = requests_and_tokens() if limits is None else limits
+    return RedisLimiter(limits, client=client, aclient=aclient, name=name, clock=clock, **options)
+
+
+def key(name: str = "model") -> str:
+    return "{rls:" + name + "}:rate"
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - started
+
+
+class SkewedClock:
+    """A process clock `offset` seconds off the others (the limiter only sleeps on it)."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+# -- construction --------------------------------------------------------------------------
+
+
+def test_bad_arguments_are_config_errors_naming_the_value(redis_url: str) -> None:
+    with pytest.raises(ConfigError, match=r"on_backend_error .* got 'fail'"):
+        make(redis_url, on_backend_error="fail")
+    with pytest.raises(ConfigError, match=r"local_share .* got 1\.5"):
+        make(redis_url, local_share=1.5)
+    with pytest.raises(ConfigError, match=r"local_share .* got 0"):
+        make(redis_url, local_share=0)
+    with pytest.raises(ConfigError, match=r"prefix .* got ''"):
+        make(redis_url, prefix="")
+    with pytest.raises(ConfigError, match=r"recovery_timeout .* got -1"):
+        make(redis_url, recovery_timeout=-1)
+
+
+def test_from_url_fails_fast_and_url_options_win() -> None:
+    client, aclient = from_url("redis://127.0.0.1:1/0")
+    for pool in (client.connection_pool, aclient.connection_pool):
+        assert pool.connection_kwargs["socket_timeout"] == 0.25
+        assert pool.connection_kwargs["socket_connect_timeout"] == 0.25
+    for retry in (client.get_retry(), aclient.get_retry()):
+        assert retry is not None and retry.get_retries() == 0  # no retry loop on the client
+    slow, _ = from_url("redis://127.0.0.1:1/0?socket_timeout=1.5")
+    assert slow.connection_pool.connection_kwargs["socket_timeout"] == 1.5
+
+
+def test_importing_the_package_does_not_need_redis() -> None:
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import rate_limit_shield, rate_limit_shield.backends\n"
+        "try:\n    import rate_limit_shield.backends.redis\n"
+        "except ImportError:\n    print('optional')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "optional"
+
+
+def test_without_a_server_ci_fails_and_elsewhere_skips(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server there
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="redis-server is not on PATH: CI must"):
+        require_redis()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="redis-server is not on PATH"):
+        require_redis()
+
+
+def test_a_redis_backend_gives_every_registry_the_same_limits(redis_url: str) -> None:
+    first, second = Registry(), Registry()
+    for registry in (first, second):
+        registry.configure({"gpt-4o": {"rpm": 3}}, backend=redis_url)
+    limiter = first.key("gpt-4o").limiter
+    assert isinstance(limiter, RedisLimiter) and limiter.name == "gpt-4o"
+    taken = [
+        limiter.try_acquire(),
+        limiter.try_acquire(),
+        second.key("gpt-4o").limiter.try_acquire(),
+    ]
+    assert taken == [True, True, True]
+    assert not second.key("gpt-4o").limiter.try_acquire()
+    client, aclient = from_url(redis_url)
+    with pytest.raises(ConfigError, match="asyncio client"):
+        RedisBackend(aclient)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"on_backend_error .* got 'ignore'"):
+        RedisBackend(client, on_backend_error="ignore")
+
+
+# -- the in-memory semantics, on the server ----------------------------------------------------
+
+
+def test_all_limits_are_taken_or_none(redis_url: str) -> None:
+    limiter = make(redis_url)
+    assert limiter.try_acquire({"requests": 1, "tokens": 900})
+    assert not limiter.try_acquire({"requests": 1, "tokens": 200})  # tokens refuse: no request
+    levels = limiter.levels()
+    assert levels[REQUESTS] == approx(9, abs=0.01)
+    assert levels[TOKENS] == approx(100, abs=0.1)
+    with pytest.raises(ValueError, match="exceeds the capacity"):
+        limiter.reserve({"tokens": 1001})
+
+
+def test_reservations_are_first_come_first_served(redis_url: str) -> None:
+    limiter = make(redis_url, [Limit(2, 10)])  # a permit every 5 s, 2 at once
+    delays = [limiter.reserve(1).delay for _ in range(5)]
+    assert delays[:2] == [0.0, 0.0]
+    assert delays[2:] == approx([5.0, 10.0, 15.0], abs=0.2)
+    with pytest.raises(RateLimited) as refused:
+        limiter.reserve(1, max_wait=10.0)
+    assert refused.value.retry_after == approx(20.0, abs=0.2)
+    assert limiter.wait_time() == approx(20.0, abs=0.2)  # the refusal took nothing
+    assert limiter.levels()["2/10s requests"] == approx(-3.0, abs=0.05)
+
+
+def test_acquire_sleeps_on_the_clock_and_cancel_gives_back(redis_url: str) -> None:
+    clock = FakeClock()
+    limiter = make(redis_url, [Limit(1, 10)], clock=clock)
+    limiter.acquire()
+    second = limiter.acquire()
+    assert clock.sleeps == [approx(10.0, abs=0.2)]
+    assert second.ready_at == approx(10.0, abs=0.2)  # local monotonic + the server's wait
+    with pytest.raises(RateLimited):
+        limiter.acquire(timeout=5)
+    limiter.cancel(second)
+    limiter.cancel(second)  # at most once
+    assert limiter.wait_time() == approx(10.0, abs=0.2)
+
+
+def test_settle_refunds_and_charges_debt(redis_url: str) -> None:
+    limiter = make(redis_url)
+    reservation = limiter.reserve({"requests": 1, "tokens": 500})
+    limiter.settle(reservation, {"requests": 1, "tokens": 100})
+    assert limiter.levels()[TOKENS] == approx(900, abs=0.5)
+    limiter.settle(reservation, {"tokens": 900})  # only the first settle counts
+    assert limiter.levels()[TOKENS] == approx(900, abs=0.5)
+    debt = limiter.reserve({"tokens": 10})
+    limiter.settle(debt, {"tokens": 1500})
+    assert limiter.levels()[TOKENS] == approx(-600, abs=0.5)
+    assert limiter.wait_time({"requests": 1}) == approx(2160, abs=1)  # debt holds everyone
+    limiter.refund({"tokens": 600})
+    assert limiter.levels()[TOKENS] == approx(0, abs=0.5)
+    with pytest.raises(ValueError, match="was not made by"):
+        limiter.settle(Limiter([Limit(1, 1)]).reserve(1), 1)
+
+
+def test_pause_holds_every_limit_and_is_never_shortened(redis_url: str) -> None:
+    limiter = make(redis_url)
+    limiter.pause(30)
+    limiter.pause(5)
+    assert limiter.paused_for == approx(30, abs=0.5)
+    assert not limiter.try_acquire()
+    assert limiter.reserve(1, max_wait=60).delay == approx(30, abs=0.5)
+
+
+def _action(kind: str) -> st.SearchStrategy[tuple[Any, ...]]:
+    costs = st.fixed_dictionaries(
+        {"requests": st.integers(0, 2), "tokens": st.sampled_from([0, 100, 250])}
+    )
+    index = st.integers(0, 5)
+    return {
+        "try": st.tuples(st.just("try"), costs),
+        "reserve": st.tuples(st.just("reserve"), costs, st.sampled_from([0.0, 2.5e5, math.inf])),
+        "settle": st.tuples(st.just("settle"), index, costs),
+        "cancel": st.tuples(st.just("cancel"), index),
+        "refund": st.tuples(st.just("refund"), costs),
+        "pause": st.tuples(st.just("pause"), st.sampled_from([0.0, 5e4])),
+    }[kind]
+
+
+ACTIONS = st.lists(
+    st.sampled_from(["try", "reserve", "settle", "cancel", "refund", "pause"]).flatmap(_action),
+    max_size=20,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions=ACTIONS)
+def test_decisions_match_the_in_memory_limiter(
+    redis_server: RedisServer, actions: list[tuple[Any, ...]]
+) -> None:
+    """Both limiters, driven alike, decide alike. The limits are so slow (a token per 1000 s)
+    that the real time between the two decisions changes no level by more than 1e-4."""
+    limits = [Limit(5, 1e6), Limit(1000, 1e6, unit="tokens")]
+    shared = make(redis_server.url, limits, name=uuid.uuid4().hex)
+    alone = Limiter(limits)
+    held: list[tuple[Any, Any]] = []
+    for action, *arguments in actions:
+        if action == "try":
+            assert shared.try_acquire(arguments[0]) == alone.try_acquire(arguments[0])
+        elif action == "reserve":
+            outcomes: list[Any] = []
+            for limiter in (shared, alone):
+                try:
+                    outcomes.append(limiter.reserve(*arguments))
+                except RateLimited as refusal:
+                    outcomes.append(refusal)
+            if isinstance(outcomes[1], RateLimited):
+                assert isinstance(outcomes[0], RateLimited)
+                assert outcomes[0].retry_after == approx(outcomes[1].retry_after, abs=5)
+            else:
+                assert outcomes[0].delay == approx(outcomes[1].delay, abs=5)
+                held.append((outcomes[0], outcomes[1]))
+        elif action in ("settle", "cancel") and held:
+            pair = held[arguments[0] % len(held)]
+            for limiter, reservation in zip((shared, alone), pair, strict=True):
+                if action == "settle":
+                    limiter.settle(reservation, arguments[1])
+                else:
+                    limiter.cancel(reservation)
+        elif action == "refund":
+            shared.refund(arguments[0])
+            alone.refund(arguments[0])
+        elif action == "pause":
+            shared.pause(arguments[0])
+            alone.pause(arguments[0])
+        levels, expected = shared.levels(), alone.levels()
+        assert levels == approx(expected, abs=0.01)
+        assert shared.paused_for == approx(alone.paused_for, abs=5)
+
+
+def test_one_round_trip_per_decision(redis_url: str) -> None:
+    client, _ = from_url(redis_url)
+    limiter = RedisLimiter(requests_and_tokens(), client=client, name="model")
+    limiter.try_acquire()  # connect first: the handshake is not a decision
+    trips = RoundTrips(client)
+    limiter.try_acquire()
+    trips.reset()  # the counter reconnected once
+    decisions: list[Callable[[], Any]] = [
+        lambda: limiter.try_acquire({"requests": 1, "tokens": 10}),
+        lambda: limiter.reserve({"requests": 1, "tokens": 10}),
+        lambda: limiter.wait_time(),
+        lambda: limiter.refund(1),
+        lambda: limiter.pause(0.01),
+        lambda: limiter.snapshot(),
+    ]
+    for decision in decisions:
+        before = trips.sends
+        decision()
+        assert trips.sends == before + 1, decision
+    reservation = limiter.reserve(1)
+    trips.reset()
+    limiter.settle(reservation, {"requests": 1, "tokens": 3})
+    limiter.cancel(reservation)  # settled already: no call at all
+    assert trips.sends == 1
+
+
+def test_the_client_clock_decides_nothing(redis_url: str) -> None:
+    """A process whose clock is 5 s ahead (or behind) sees the same schedule: no extra permit."""
+    limits = [Limit(10, 10)]
+    honest = make(redis_url, limits)
+    ahead = make(redis_url, limits, clock=SkewedClock(5.0))
+    behind = make(redis_url, limits, clock=SkewedClock(-5.0))
+    assert sum(honest.try_acquire() for _ in range(10)) == 10
+    assert not ahead.try_acquire()
+    assert not behind.try_acquire()
+    assert ahead.wait_time() == approx(honest.wait_time(), abs=0.2)
+    assert behind.wait_time() == approx(1.0, abs=0.2)
+    late = ahead.reserve(1)
+    assert late.delay == approx(1.0, abs=0.2)
+    assert late.ready_at == approx(ahead._clock.monotonic() + 1.0, abs=0.2)
+
+
+# -- state: O(1), tagged, expiring -----------------------------------------------------------
+
+
+def test_state_is_one_small_string_per_key_whatever_the_weights(redis_url: str) -> None:
+    limiter = make(redis_url, [Limit(1e9, 60), Limit(1e12, 60, unit="tokens")])
+    client = limiter._client
+    limiter.try_acquire({"requests": 1, "tokens": 1})
+    small = client.memory_usage(key())
+    for weight in range(1, 2001):
+        limiter.try_acquire({"requests": 1, "tokens": weight * 997})
+    assert client.type(key()) == b"string"
+    assert client.strlen(key()) == 2 * 8 + 4 * 8  # an id per limit; expiry, pause, a tat each
+    usage = client.memory_usage(key())
+    assert usage is not None and small is not None
+    assert usage < 2 * 200
+    assert usage == small  # binary doubles: the weights change no size
+
+
+def test_all_keys_of_a_model_share_one_cluster_slot(redis_url: str) -> None:
+    limiter = make(redis_url, name="gpt-4o")
+    limiter.try_acquire()
+    limiter.pause(1)
+    keys = sorted(cast(list[bytes], limiter._client.keys("*")))  # bytes: no decode_responses
+    assert keys == [b"{rls:gpt-4o}:fleet", b"{rls:gpt-4o}:rate"]
+    assert len({key_slot(name) for name in keys}) == 1
+    make(redis_url, name="gpt-4o", prefix="team-a").try_acquire()
+    assert limiter._client.exists("{team-a:gpt-4o}:rate")
+
+
+def test_keys_expire_once_every_bucket_is_full_again(redis_url: str) -> None:
+    """At least 1 s after every bucket is full again; pushed on only when that comes closer
+    (to twice the time until full, + 2 s), not on every call. The lower bounds leave the test
+    10 s to run on a busy machine."""
+    limiter = make(redis_url)
+    client = limiter._client
+    limiter.try_acquire({"requests": 1, "tokens": 50})  # full again in 360 s (the request)
+    first = client.pttl(key())
+    assert 711_000 < first <= 722_000
+    assert 5_000 < client.pttl("{rls:model}:fleet") <= 15_000
+    limiter.try_acquire({"tokens": 10})  # full again in 360 s still: the expiry stays
+    assert client.pttl(key()) <= first
+    limiter.pause(1000)
+    assert 1_991_000 < client.pttl(key()) <= 2_002_000
+    debt = limiter.reserve({"tokens": 10})
+    limiter.settle(debt, {"tokens": 5000})  # 5060 tokens taken: 18216 s to refill
+    assert 36_423_000 < client.pttl(key()) <= 36_434_000
+    idle = make(redis_url, [Limit(100, 0.1)], name="fast")  # full again after a millisecond
+    idle.try_acquire()
+    assert 1_000 < client.pttl(key("fast")) <= 2_003
+
+
+# -- several processes ---------------------------------------------------------------------
+
+
+def _processes() -> multiprocessing.context.ForkServerContext:
+    """Processes forked from a clean server that has imported what this module needs (by name:
+    the server does not see the tests' directory): quick to start, and free of this process's
+    threads."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["hypothesis", "pytest", "rate_limit_shield.backends.redis"])
+    return context
+
+
+@pytest.fixture(scope="module")
+def peer() -> Iterator[ProcessPoolExecutor]:
+    """Another process, to share limits with."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=_processes()) as executor:
+        yield executor
+
+
+def _peer_reserve_and_settle(url: str, estimate: int, actual: int) -> float:
+    limiter = make(url)
+    reservation = limiter.reserve({"requests": 1, "tokens": estimate})
+    before = limiter.levels()[TOKENS]
+    limiter.settle(reservation, {"requests": 1, "tokens": actual})
+    return before
+
+
+def _peer_pause(url: str, seconds: float) -> None:
+    make(url).pause(seconds)
+
+
+def test_reservations_and_settlements_are_shared(redis_url: str, peer: ProcessPoolExecutor) -> None:
+    here = make(redis_url)
+    seen_by_peer = peer.submit(_peer_reserve_and_settle, redis_url, 800, 300).result(timeout=60)
+    assert seen_by_peer == approx(200, abs=1)
+    assert here.levels()[TOKENS] == approx(700, abs=1)
+    assert here.levels()[REQUESTS] == approx(9, abs=0.01)
+    peer.submit(_peer_reserve_and_settle, redis_url, 100, 1700).result(timeout=60)
+    assert here.levels()[TOKENS] == approx(-1000, abs=1)  # the peer's debt holds us back
+    assert here.wait_time({"requests": 1}) == approx(3600, abs=1)
+
+
+def test_a_pause_is_shared(redis_url: str, peer: ProcessPoolExecutor) -> None:
+    here = make(redis_url)
+    peer.submit(_peer_pause, redis_url, 30.0).result(timeout=60)
+    assert here.paused_for == approx(30, abs=1)
+    assert not here.try_acquire()
+    with pytest.raises(RateLimited) as refused:
+        here.reserve(1, max_wait=10)
+    assert refused.value.retry_after == approx(30, abs=1)
+
+
+def _fleet_member(url: str, name: str, kind: str, start: Any, seconds: float, results: Any) -> None:
+    """4 threads (or 4 asyncio tasks) reserve permits one after the other for `seconds`; put
+    the times they were due (wall clock: one machine) and this member's time span."""
+    limiter = make(url, [Limit(60, 2)], name=name)
+    granted: list[float] = []
+    start.wait()
+    begin = time.time()
+    end = begin + seconds
+
+    def worker() -> None:
+        while True:
+            reservation = limiter.reserve(1, max_wait=10)
+            due = time.time() + reservation.delay
+            if due > end:
+                limiter.cancel(reservation)
+                return
+            granted.append(due)
+            time.sleep(reservation.delay)
+
+    async def task() -> None:
+        while True:
+            reservation = await limiter.areserve(1, max_wait=10)
+            due = time.time() + reservation.delay
+            if due > end:
+                await limiter.acancel(reservation)
+                return
+            granted.append(due)
+            await asyncio.sleep(reservation.delay)
+
+    if kind == "threads":
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    else:
+
+        async def tasks() -> None:
+            await asyncio.gather(*(task() for _ in range(4)))
+
+        asyncio.run(tasks())
+    results.put((begin, end, granted))
+
+
+@pytest.mark.parametrize("kind", ["threads", "tasks"])
+def test_a_fleet_admits_what_one_limit_allows(redis_url: str, kind: str) -> None:
+    """4 processes x 4 workers share 60 per 2 s: no window ever holds more permits than one
+    limit allows (60 + 30/s), and at least 95 % of that is granted."""
+    context = _processes()
+    start = context.Barrier(4)
+    results = context.Queue()
+    seconds = 2.5
+    members = [
+        context.Process(
+            target=_fleet_member, args=(redis_url, "fleet", kind, start, seconds, results)
+        )
+        for _ in range(4)
+    ]
+    for member in members:
+        member.start()
+    try:
+        reports = [results.get(timeout=120) for _ in members]
+    finally:
+        for member in members:
+            member.join(timeout=30)
+    begin = min(report[0] for report in reports)
+    end = max(report[1] for report in reports)
+    granted = sorted(due for report in reports for due in report[2])
+    allowed = 60 + 30 * (end - begin)
+    assert 0.95 * allowed <= len(granted) <= allowed + 1
+    for width in (0.1, 0.5, 1.0, 2.0):
+        most = max(
+            sum(1 for due in granted[index:] if due <= first + width)
+            for index, first in enumerate(granted)
+        )
+        assert most <= 60 + 30 * width + 1, (width, most)
+    assert all(len(report[2]) > 0 for report in reports)  # every member got its turn
+
+
+def test_the_local_share_is_learnt_from_the_fleet(redis_url: str) -> None:
+    clock = FakeClock()
+    fleet = [make(redis_url, clock=clock) for _ in range(4)]
+    for member in fleet:
+        member.try_acquire()
+    clock.advance(5)  # the next heartbeat is due
+    for member in fleet:
+        member.try_acquire()
+    assert [member.local_share for member in fleet] == [0.25] * 4
+    client = fleet[0]._client
+    seconds, micros = client.time()
+    client.hset("{rls:model}:fleet", "gone:1", repr(seconds + micros / 1e6 - 60))
+    clock.advance(5)
+    fleet[0].try_acquire()
+    assert fleet[0].local_share == 0.25  # the silent member was dropped
+    assert b"gone:1" not in client.hkeys("{rls:model}:fleet")
+    fixed = make(redis_url, name="fixed", local_share=0.5)
+    fixed.try_acquire()
+    assert fixed.local_share == 0.5
+    assert not client.exists("{rls:fixed}:fleet")  # no heartbeat when the share is given
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_killed_redis_falls_back_to_the_local_share_then_returns(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    limits = [Limit(8, 3600)]
+    one, two = (make(own_redis_server.url, limits, clock=clock) for _ in range(2))
+    assert one.try_acquire() and two.try_acquire()
+    clock.advance(5)
+    assert one.try_acquire()  # its heartbeat now counts two members
+    assert one.local_share == 0.5
+    own_redis_server.kill()
+    with caplog.at_level(logging.INFO, logger="rate_limit_shield"):
+        outcomes = [timed(one.try_acquire) for _ in range(10)]
+        assert max(seconds for _, seconds in outcomes) < 0.5
+        assert [granted for granted, _ in outcomes] == [True] * 4 + [False] * 6  # 8 x 0.5
+        assert one.snapshot()["redis_available"] is False
+        warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+        assert "ConnectionError" in warnings[0].getMessage()
+        own_redis_server.start()  # on the same port, empty: persistence is off
+        clock.advance(2.0)  # the breaker lets one attempt through
+        assert one.try_acquire()
+        assert one.snapshot()["redis_available"] is True
+        assert any("answers again" in r.getMessage() for r in caplog.records)
+    assert two.levels()["8/3600s requests"] == approx(7, abs=0.01)  # shared again
+
+
+def test_killed_redis_under_deny_raises_without_a_network_attempt_per_call(
+    own_redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    client, _ = from_url(own_redis_server.url)
+    limiter = RedisLimiter([Limit(5, 60)], client=client, clock=clock, on_backend_error="deny")
+    held = limiter.reserve(1)
+    own_redis_server.kill()
+    trips = RoundTrips(client)
+    with pytest.raises(BackendUnavailable) as denied:
+        limiter.reserve(1)
+    assert isinstance(denied.value, ShieldError)
+    assert isinstance(denied.value.__cause__, redis.ConnectionError)
+    assert denied.value.retry_after == approx(2.0)
+    assert "ConnectionError" in str(denied.value)
+    attempts = trips.connects
+    for _ in range(5):
+        with pytest.raises(BackendUnavailable):
+            limiter.try_acquire()
+    assert trips.connects == attempts  # the breaker keeps calls off the dead server
+    limiter.settle(held, 2)  # the call it guarded is over: never raises
+    limiter.cancel(held)
+    limiter.refund(1)
+    limiter.pause(1)
+    assert limiter.snapshot()["redis_available"] is False
+    clock.advance(2.0)
+    with pytest.raises(BackendUnavailable):
+        limiter.try_acquire()
+    assert trips.connects == attempts + 1  # one attempt per recovery interval
+
+
+def test_killed_redis_under_allow_grants_at_once(own_redis_server: RedisServer) -> None:
+    limiter = make(own_redis_server.url, [Limit(1, 60)], on_backend_error="allow")
+    assert limiter.try_acquire()
+    own_redis_server.kill()
+    assert all(limiter.try_acquire() for _ in range(5))
+    granted = limiter.reserve(1)
+    assert granted.delay == 0.0
+    limiter.settle(granted, 1)
+    assert limiter.wait_time() == 0.0
+
+
+def test_hung_redis_costs_one_timeout_then_resumes(own_redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    limiter = make(own_redis_server.url, [Limit(100, 60)], clock=clock, local_share=0.5)
+    assert limiter.try_acquire()
+    own_redis_server.hang()
+    outcomes = [timed(limiter.try_acquire) for _ in range(20)]
+    assert all(granted for granted, _ in outcomes)
+    assert 0.2 <= outcomes[0][1] < 0.5  # one socket timeout
+    assert max(seconds for _, seconds in outcomes[1:]) < 0.2  # then no attempt: no timeout
+    assert limiter.levels()["100/60s requests"] == approx(50 - 20, abs=0.1)  # local, half
+    own_redis_server.resume()
+    clock.advance(2.0)
+    assert limiter.try_acquire()
+    assert limiter.snapshot()["redis_available"] is True
+
+
+def test_noscript_after_a_flush_reloads_in_the_same_call(redis_url: str) -> None:
+    client, _ = from_url(redis_url)
+    limiter = RedisLimiter([Limit(10, 60)], client=client, name="model")
+    trips = RoundTrips(client)
+    assert limiter.try_acquire()  # connects: the handshake is not counted below
+    client.script_flush()
+    trips.reset()
+    assert limiter.try_acquire()
+    assert trips.sends == 2  # EVALSHA refused, EVAL runs and caches it
+    trips.reset()
+    assert limiter.try_acquire()
+    assert trips.sends == 1
+    assert limiter.levels()["10/60s requests"] == approx(7, abs=0.1)
+
+
+@pytest.mark.parametrize("mode", ["local", "deny"])
+def test_redis_dying_during_the_call_keeps_its_result(
+    own_redis_server: RedisServer, mode: str
+) -> None:
+    limiter = make(own_redis_server.url, on_backend_error=mode)
+    shield = Shield(limiter, cost=lambda: {"tokens": 100}, usage=lambda result: {"tokens": result})
+
+    def call() -> int:
+        own_redis_server.kill()
+        return 42
+
+    assert shield.call(call) == 42
+
+
+# -- asyncio ---------------------------------------------------------------------------------
+
+
+class ParkedClock(FakeClock):
+    """`asleep` parks until cancelled, and says when it started to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parked = asyncio.Event()
+
+    async def asleep(self, seconds: float) -> None:
+        self.parked.set()
+        await asyncio.Event().wait()
+
+
+def test_async_decisions(redis_url: str) -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        limiter = make(redis_url, [Limit(2, 10), Limit(1000, 3600, unit="tokens")], clock=clock)
+        assert await limiter.atry_acquire({"requests": 1, "tokens": 100})
+        delays = [(await limiter.areserve(1)).delay for _ in range(3)]
+        assert delays == approx([0.0, 5.0, 10.0], abs=0.2)
+        with pytest.raises(RateLimited):
+            await limiter.areserve(1, max_wait=0.1)
+        held = await limiter.areserve({"requests": 0, "tokens": 500})
+        await limiter.asettle(held, {"tokens": 200})
+        await limiter.acancel(held)  # settled already
+        await limiter.arefund({"tokens": 100})
+        assert limiter.levels()["1000/3600s tokens"] == approx(797, abs=0.5)
+        await limiter.apause(20)
+        assert limiter.paused_for == approx(20, abs=0.5)
+        granted = await limiter.aacquire(1)
+        assert granted.delay == approx(20, abs=0.5)
+        assert clock.sleeps == [granted.delay]
+        await limiter._aclient.aclose()  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_aacquire_gives_its_permit_back(redis_url: str) -> None:
+    async def scenario() -> None:
+        clock = ParkedClock()
+        limiter = make(redis_url, [Limit(1, 60)], clock=clock)
+        await limiter.aacquire()
+        waiter = asyncio.create_task(limiter.aacquire())
+        await clock.parked.wait()
+        assert limiter.wait_time() == approx(120, abs=0.5)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert limiter.wait_time() == approx(60, abs=0.5)
+        await limiter._aclient.aclose()  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
+
+
+def test_async_one_round_trip_and_noscript(redis_url: str) -> None:
+    async def scenario() -> None:
+        client, aclient = from_url(redis_url)
+        trips = RoundTrips(aclient)
+        limiter = RedisLimiter([Limit(10, 60)], client=client, aclient=aclient, name="model")
+        assert await limiter.atry_acquire()
+        trips.reset()
+        await limiter.areserve(1)
+        assert trips.sends == 1
+        client.script_flush()
+        trips.reset()
+        assert await limiter.atry_acquire()
+        assert trips.sends == 2
+        await aclient.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_an_async_shield_call_talks_to_redis_without_blocking_the_loop(redis_url: str) -> None:
+    """`await Shield.acall` must use the limiter's async twins: a sync call to Redis inside the
+    event loop stalls every task for a round trip, and for a whole timeout when Redis hangs."""
+
+    async def scenario() -> None:
+        client, aclient = from_url(redis_url)
+        limiter = RedisLimiter([Limit(10, 60)], client=client, aclient=aclient, name="model")
+        sync_trips, async_trips = RoundTrips(client), RoundTrips(aclient)
+        shield = Shield(limiter, cost=lambda: 1, usage=lambda result: 1)
+
+        async def call() -> int:
+            return 42
+
+        assert await shield.acall(call) == 42
+        assert (sync_trips.sends, async_trips.sends > 0) == (0, True)
+        await aclient.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_async_without_an_async_client_uses_a_thread(redis_url: str) -> None:
+    client, _ = from_url(redis_url)
+    limiter = RedisLimiter([Limit(1, 60)], client=client)
+    assert asyncio.run(limiter.atry_acquire())
+    assert not asyncio.run(limiter.atry_acquire())
+
+
+def test_async_faults_killed_and_hung(own_redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        local = make(own_redis_server.url, [Limit(10, 60)], clock=clock, local_share=0.5)
+        deny = make(own_redis_server.url, [Limit(10, 60)], clock=clock, on_backend_error="deny")
+        assert await local.atry_acquire() and await deny.atry_acquire()
+        own_redis_server.hang()
+        started = time.perf_counter()
+        granted = [await local.atry_acquire() for _ in range(10)]
+        assert time.perf_counter() - started < 0.5
+        assert granted == [True] * 5 + [False] * 5
+        own_redis_server.resume()
+        clock.advance(13.0)  # past the breaker's recovery, and a local permit (every 12 s) back
+        assert await local.atry_acquire()
+        assert local.snapshot()["redis_available"] is True
+        own_redis_server.kill()
+        with pytest.raises(BackendUnavailable):
+            await deny.areserve(1)
+        started = time.perf_counter()
+        assert await local.atry_acquire()  # the local permit regained meanwhile
+        assert time.perf_counter() - started < 0.5
+        await local._aclient.aclose()  # type: ignore[union-attr]
+        await deny._aclient.aclose()  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
