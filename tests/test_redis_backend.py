@@ -12,18 +12,15 @@ from redis_server import RedisServer
 
 import rate_limit_shield as rls
 from rate_limit_shield import Registry
-from rate_limit_shield.testing import FakeClock
-
-pytest.importorskip("redis")
-
-from rate_limit_shield.backends.redis import (  # noqa: E402 - needs the optional redis package
+from rate_limit_shield.backends.redis import (
     BackendUnavailable,
     RedisBackend,
     RedisLimiter,
     from_url,
 )
-from rate_limit_shield.backends.redis_breaker import SharedBreaker  # noqa: E402
-from rate_limit_shield.backends.redis_budget import SharedBudget  # noqa: E402
+from rate_limit_shield.backends.redis_breaker import SharedBreaker
+from rate_limit_shield.backends.redis_budget import SharedBudget
+from rate_limit_shield.testing import FakeClock
 
 
 class Throttled(Exception):
