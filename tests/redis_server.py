@@ -8,6 +8,7 @@ be able to skip (or fail in CI) with a clear message when Redis is not there.
 from __future__ import annotations
 
 import inspect
+import multiprocessing
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["REDIS_SERVER", "RedisServer", "RoundTrips", "require_redis"]
@@ -169,3 +171,26 @@ class RoundTrips:
 
     def reset(self) -> None:
         self.sends = self.connects = 0
+
+
+def processes() -> multiprocessing.context.ForkServerContext:
+    """Processes forked from a clean server that has imported the backend: quick to start, and
+    free of this process's threads."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["hypothesis", "pytest", "rate_limit_shield.backends.redis"])
+    return context
+
+
+def run_fleet(target: Callable[..., None], args: tuple[Any, ...], size: int) -> list[Any]:
+    """Run `size` processes of `target(*args, start, results)`, released together by the
+    barrier `start`; returns what each put on the queue `results`."""
+    context = processes()
+    start, results = context.Barrier(size), context.Queue()
+    members = [context.Process(target=target, args=(*args, start, results)) for _ in range(size)]
+    for member in members:
+        member.start()
+    try:
+        return [results.get(timeout=120) for _ in members]
+    finally:
+        for member in members:
+            member.join(timeout=30)

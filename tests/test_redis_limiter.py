@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any, cast
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis_server import RedisServer, RoundTrips, require_redis
+from redis_server import RedisServer, RoundTrips, processes, require_redis, run_fleet
 
 from rate_limit_shield import Limit, Limiter, Shield
 from rate_limit_shield.errors import ConfigError, RateLimited, ShieldError
@@ -401,19 +400,10 @@ def test_keys_expire_once_every_bucket_is_full_again(redis_url: str) -> None:
 # -- several processes ---------------------------------------------------------------------
 
 
-def _processes() -> multiprocessing.context.ForkServerContext:
-    """Processes forked from a clean server that has imported what this module needs (by name:
-    the server does not see the tests' directory): quick to start, and free of this process's
-    threads."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["hypothesis", "pytest", "rate_limit_shield.backends.redis"])
-    return context
-
-
 @pytest.fixture(scope="module")
 def peer() -> Iterator[ProcessPoolExecutor]:
     """Another process, to share limits with."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=_processes()) as executor:
+    with ProcessPoolExecutor(max_workers=1, mp_context=processes()) as executor:
         yield executor
 
 
@@ -450,7 +440,7 @@ def test_a_pause_is_shared(redis_url: str, peer: ProcessPoolExecutor) -> None:
     assert refused.value.retry_after == approx(30, abs=1)
 
 
-def _fleet_member(url: str, name: str, kind: str, start: Any, seconds: float, results: Any) -> None:
+def _fleet_member(url: str, name: str, kind: str, seconds: float, start: Any, results: Any) -> None:
     """4 threads (or 4 asyncio tasks) reserve permits one after the other for `seconds`; put
     the times they were due (wall clock: one machine) and this member's time span."""
     limiter = make(url, [Limit(60, 2)], name=name)
@@ -498,23 +488,7 @@ def _fleet_member(url: str, name: str, kind: str, start: Any, seconds: float, re
 def test_a_fleet_admits_what_one_limit_allows(redis_url: str, kind: str) -> None:
     """4 processes x 4 workers share 60 per 2 s: no window ever holds more permits than one
     limit allows (60 + 30/s), and at least 95 % of that is granted."""
-    context = _processes()
-    start = context.Barrier(4)
-    results = context.Queue()
-    seconds = 2.5
-    members = [
-        context.Process(
-            target=_fleet_member, args=(redis_url, "fleet", kind, start, seconds, results)
-        )
-        for _ in range(4)
-    ]
-    for member in members:
-        member.start()
-    try:
-        reports = [results.get(timeout=120) for _ in members]
-    finally:
-        for member in members:
-            member.join(timeout=30)
+    reports = run_fleet(_fleet_member, (redis_url, "fleet", kind, 2.5), size=4)
     begin = min(report[0] for report in reports)
     end = max(report[1] for report in reports)
     granted = sorted(due for report in reports for due in report[2])

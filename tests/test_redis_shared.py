@@ -7,7 +7,7 @@ with Redis killed, hung or flushed, every call still gets a clear outcome from t
 behaviour, with one warning, until Redis answers again. Two instances in one process stand for
 two processes where that shows the same thing deterministically (each on its own `FakeClock`;
 the open time passing on the server is simulated by moving `open_until` back); real processes
-("spawn") where the point is real concurrency, a real crash or a real expiry.
+(forked from a clean server) where the point is real concurrency, a real crash or a real expiry.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import multiprocessing
 import os
 import threading
 import time
@@ -24,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, cast
 
 import pytest
-from redis_server import RedisServer, RoundTrips
+from redis_server import RedisServer, RoundTrips, processes, run_fleet
 
 from rate_limit_shield import Shield
 from rate_limit_shield.breaker import CircuitBreaker, State
@@ -107,14 +106,10 @@ def open_fleet(here: SharedBreaker) -> None:
     assert here.state is OPEN
 
 
-def spawn() -> multiprocessing.context.SpawnContext:
-    return multiprocessing.get_context("spawn")
-
-
 @pytest.fixture(scope="module")
 def peer() -> Iterator[ProcessPoolExecutor]:
-    """Another process (spawned), to share a breaker or a budget with."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn()) as executor:
+    """Another process, to share a breaker or a budget with."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=processes()) as executor:
         yield executor
 
 
@@ -396,7 +391,7 @@ def test_an_opening_in_another_process_is_seen_until_the_same_instant(
     assert here.state is OPEN
 
 
-def _prober(url: str, name: str, start: Any, seconds: float, results: Any) -> None:
+def _prober(url: str, name: str, seconds: float, start: Any, results: Any) -> None:
     """4 threads probe the half-open fleet for `seconds`; each probe lasts 10 ms and is
     released (counted neither way, so the fleet stays half-open). Puts the probes' wall times."""
     here = breaker(url, name, half_open_max_calls=2, sync_interval=0.0)
@@ -428,19 +423,7 @@ def test_never_more_than_n_probes_in_flight_across_processes(redis_url: str) -> 
     """3 processes x 4 threads probe a half-open breaker with N = 2 for 1.5 s."""
     client = from_url(redis_url)[0]
     half_open_fleet(client, "probed")
-    context = spawn()
-    start, results = context.Barrier(3), context.Queue()
-    members = [
-        context.Process(target=_prober, args=(redis_url, "probed", start, 1.5, results))
-        for _ in range(3)
-    ]
-    for member in members:
-        member.start()
-    try:
-        reports = [results.get(timeout=120) for _ in members]
-    finally:
-        for member in members:
-            member.join(timeout=30)
+    reports = run_fleet(_prober, (redis_url, "probed", 1.5), size=3)
     events = sorted(
         (moment, step)
         for spans in reports
@@ -469,7 +452,7 @@ def test_a_dead_probers_lease_expires_after_its_ttl(redis_url: str) -> None:
     """A dead prober's lease expires on its own, while a live one's (longer) lease stays."""
     client = from_url(redis_url)[0]
     half_open_fleet(client, "dying")
-    context = spawn()
+    context = processes()
     leased = context.Event()
     prober = context.Process(target=_dying_prober, args=(redis_url, "dying", leased))
     prober.start()
@@ -509,19 +492,7 @@ def _spender(url: str, name: str, start: Any, results: Any) -> None:
 
 
 def test_the_retry_budget_counts_fleet_wide(redis_url: str) -> None:
-    context = spawn()
-    start, results = context.Barrier(3), context.Queue()
-    members = [
-        context.Process(target=_spender, args=(redis_url, "spent", start, results))
-        for _ in range(3)
-    ]
-    for member in members:
-        member.start()
-    try:
-        allowed = [results.get(timeout=120) for _ in members]
-    finally:
-        for member in members:
-            member.join(timeout=30)
+    allowed = run_fleet(_spender, (redis_url, "spent"), size=3)
     assert sum(allowed) == 15  # 25 % of the fleet's 60 calls, wherever they were made
     watcher = budget(redis_url, "spent", ratio=0.25, min_per_second=0.0, window=60)
     assert watcher.snapshot() == {
