@@ -85,7 +85,7 @@ class Key:
         )
         self.bulkhead: Bulkhead | None = policy.make_bulkhead(clock=clock, name=name)
         self.classifier: Classifier = (
-            policy.classifier if policy.classifier is not None else LLMClassifier()
+            policy.classifier if policy.classifier is not None else LLMClassifier(clock=clock)
         )
         tokens = policy.counts_tokens
         self.cost: Callable[..., Cost] | None = (

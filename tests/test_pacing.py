@@ -279,3 +279,15 @@ def test_the_guide_reads_reset_dates_on_the_keys_clock() -> None:
     }
     Guide(limiter, clock=clock)(Outcome.THROTTLED, Response(429, headers))
     assert limiter.wait_time() == pytest.approx(60.0)
+
+
+def test_a_retry_after_date_is_read_on_the_keys_clock() -> None:
+    registry, clock = configured({"default": {"retry": None}})
+    key = registry.key("gpt-4o")
+    when = "Tue, 14 Nov 2023 22:13:50 GMT"  # 30 s after the FakeClock's wall time
+    with pytest.raises(ProviderError):
+        key.shield.call(lambda: (_ for _ in ()).throw(ProviderError(429, {"Retry-After": when})))
+    assert key.limiter.paused_for == pytest.approx(30.0)
+    assert LLMClassifier(clock=clock).classify_error(
+        ProviderError(429, {"Retry-After": when})
+    ).retry_after == pytest.approx(30.0)

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Mapping
 from typing import Any
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigError, QuotaExhausted, ShieldError
 from ..outcome import SUCCESS, DefaultClassifier, Outcome, Verdict
 from .headers import RateLimitInfo, parse_duration
@@ -214,9 +215,10 @@ class LLMClassifier:
     its hint, 402 FATAL, 5xx FAILURE, other 4xx IGNORED, `x-should-retry` as for errors), then
     applies `retry_if_result`. It runs after every successful call, so a result class is learned:
     once an instance of it came without an HTTP status, its instances are not looked at again.
+    Retry-After dates are read against `clock.time()` (the system clock by default).
     """
 
-    __slots__ = ("_default", "_ignore", "_extra", "_check_result")
+    __slots__ = ("_default", "_ignore", "_extra", "_check_result", "_clock")
 
     def __init__(
         self,
@@ -225,6 +227,7 @@ class LLMClassifier:
         ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
         retry_if_result: Callable[[Any], bool] | None = None,
         extra: Callable[[BaseException], Verdict | None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         _check_exception_types("retry_on", retry_on)
         _check_exception_types("ignore", ignore)
@@ -236,6 +239,7 @@ class LLMClassifier:
         self._ignore = ignore
         self._extra = extra
         self._check_result = None if retry_if_result is None else self._default.classify_result
+        self._clock = clock if clock is not None else SYSTEM_CLOCK
 
     @property
     def retry_on(self) -> type[BaseException] | tuple[type[BaseException], ...]:
@@ -265,12 +269,12 @@ class LLMClassifier:
                 return verdict
         if isinstance(error, self._ignore):
             return _IGNORED_VERDICT
-        verdict = _taxonomy(error)
+        verdict = _taxonomy(error, self._clock.time())
         return verdict if verdict is not None else self._default.classify_error(error)
 
     def classify_result(self, result: Any) -> Verdict:
         if type(result) not in _PLAIN_RESULT_CLASSES:
-            verdict = _response_verdict(result)
+            verdict = _response_verdict(result, self._clock)
             if verdict is not None:
                 return verdict
         check = self._check_result
@@ -283,7 +287,7 @@ class LLMClassifier:
         )
 
 
-def _response_verdict(result: object) -> Verdict | None:
+def _response_verdict(result: object, clock: Clock) -> Verdict | None:
     """The verdict on a result that is an HTTP response; a result class seen without an HTTP
     status joins `_PLAIN_RESULT_CLASSES`, so that its instances cost one set lookup from then on."""
     if status_of(result) is None:
@@ -291,10 +295,10 @@ def _response_verdict(result: object) -> Verdict | None:
             _PLAIN_RESULT_CLASSES.clear()
         _PLAIN_RESULT_CLASSES.add(type(result))
         return None
-    return _judge(result, None)
+    return _judge(result, None, clock.time())
 
 
-def _taxonomy(error: BaseException) -> Verdict | None:
+def _taxonomy(error: BaseException, now: float) -> Verdict | None:
     """The verdict of the first error along the `__cause__` chain that the taxonomy knows.
 
     Stops at a `ShieldError` (an inner shield's refusal), which `DefaultClassifier` handles.
@@ -303,17 +307,17 @@ def _taxonomy(error: BaseException) -> Verdict | None:
     for _ in range(_MAX_CAUSES):
         if link is None or isinstance(link, ShieldError):
             return None
-        verdict = _judge(link, error)
+        verdict = _judge(link, error, now)
         if verdict is not None:
             return verdict
         link = link.__cause__
     return None
 
 
-def _judge(subject: object, raised: BaseException | None) -> Verdict | None:
+def _judge(subject: object, raised: BaseException | None, now: float) -> Verdict | None:
     """The verdict on `subject`, an error on the `__cause__` chain of `raised` (the error the
     caller saw), or with `raised` None a response returned instead of raised, whose body is not
-    read; None when nothing about it says anything."""
+    read; None when nothing about it says anything. `now` is the wall time, for dates."""
     status = status_of(subject)
     error = subject if raised is not None else None
     codes, messages = _codes_and_messages(error) if error is not None else (set(), [])
@@ -330,7 +334,7 @@ def _judge(subject: object, raised: BaseException | None) -> Verdict | None:
     if outcome is None:
         return None
     headers = headers_of(subject)
-    info = RateLimitInfo.from_headers(headers) if headers is not None else None
+    info = RateLimitInfo.from_headers(headers, now) if headers is not None else None
     if info is not None and info.should_retry is not None:
         if not info.should_retry:
             outcome = _IGNORED
