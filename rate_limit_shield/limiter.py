@@ -263,30 +263,10 @@ class Limiter:
         Of several limits of `unit`, the one whose amount is nearest `limit` is held (the
         shortest window when `limit` is unknown).
         """
-        indexes = [index for index, own in enumerate(self._units) if own == unit]
-        if not indexes or not remaining >= 0.0:
-            return
         provider = limit if limit is not None and 0.0 < limit < math.inf else None
-        if provider is not None:
-            index = min(indexes, key=lambda i: abs(math.log(self.limits[i].amount / provider)))
-        else:
-            index = min(indexes, key=lambda i: self.limits[i].per_seconds)
-        with self._lock:
-            if provider is not None:
-                share = min(1.0, provider / self.limits[index].amount)
-                if share != self._shares[index]:
-                    shares = list(self._shares)
-                    shares[index] = share
-                    self._reshape_locked(tuple(shares), self._rate_factor)
-            now = self._monotonic()
-            interval = self._intervals[index]
-            capacity = self._capacities[index]
-            floor = now + (capacity - min(remaining, capacity)) * interval
-            if remaining < 1.0 and reset is not None and reset > 0.0:
-                lacking = provider - remaining if provider is not None and provider > 1.0 else 1.0
-                floor = max(floor, now + self._taus[index] - interval + reset / lacking)
-            if floor > self._tats[index]:
-                self._tats[index] = floor
+        index = self._clamped_limit(unit, remaining, provider)
+        if index is not None:
+            self._raise_tat(index, self._clamp_seconds(index, remaining, provider, reset))
 
     @property
     def rate_factor(self) -> float:
@@ -411,6 +391,46 @@ class Limiter:
                 now + (tat - now) * new / interval if tat > now else tat
                 for tat, interval, new in zip(self._tats, old, self._intervals, strict=True)
             ]
+
+    def _clamped_limit(self, unit: str, remaining: float, provider: float | None) -> int | None:
+        """The index of the limit of `unit` that a provider's report holds, once it has adopted
+        a lower `provider` limit; None when there is none, or `remaining` is not a count."""
+        indexes = [index for index, own in enumerate(self._units) if own == unit]
+        if not indexes or not remaining >= 0.0:
+            return None
+        if provider is None:
+            return min(indexes, key=lambda i: self.limits[i].per_seconds)
+        index = min(indexes, key=lambda i: abs(math.log(self.limits[i].amount / provider)))
+        share = min(1.0, provider / self.limits[index].amount)
+        with self._lock:
+            if share != self._shares[index]:
+                shares = list(self._shares)
+                shares[index] = share
+                self._reshape_locked(tuple(shares), self._rate_factor)
+        return index
+
+    def _clamp_seconds(
+        self, index: int, remaining: float, provider: float | None, reset: float | None
+    ) -> float:
+        """How far past now the schedule of limit `index` must reach for it to hold at most
+        `remaining`, and, with nothing left, for its next unit to wait for the provider's
+        refill of what it lacks over `reset` seconds. A reset of no finite length is ignored."""
+        with self._lock:
+            interval = self._intervals[index]
+            capacity = self._capacities[index]
+            tau = self._taus[index]
+        seconds = (capacity - min(remaining, capacity)) * interval
+        if remaining < 1.0 and reset is not None and 0.0 < reset < math.inf:
+            lacking = provider - remaining if provider is not None and provider > 1.0 else 1.0
+            seconds = max(seconds, tau - interval + reset / lacking)
+        return seconds
+
+    def _raise_tat(self, index: int, seconds: float) -> None:
+        """Let limit `index` grant nothing beyond its schedule reaching `seconds` from now."""
+        with self._lock:
+            floor = self._monotonic() + seconds
+            if floor > self._tats[index]:
+                self._tats[index] = floor
 
     def _tokens(self) -> list[float]:
         with self._lock:

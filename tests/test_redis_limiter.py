@@ -10,6 +10,7 @@ Breaker recovery runs on a `FakeClock`; real time is used only for real processe
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -29,6 +30,8 @@ from redis_server import RedisServer, RoundTrips, processes, require_redis, run_
 
 from rate_limit_shield import Limit, Limiter, Shield
 from rate_limit_shield.errors import ConfigError, RateLimited, ShieldError
+from rate_limit_shield.llm.headers import RateLimitInfo
+from rate_limit_shield.llm.pacing import Guide
 from rate_limit_shield.registry import Registry
 from rate_limit_shield.testing import FakeClock
 
@@ -523,6 +526,148 @@ def test_the_local_share_is_learnt_from_the_fleet(redis_url: str) -> None:
     fixed.try_acquire()
     assert fixed.local_share == 0.5
     assert not client.exists("{rls:fixed}:fleet")  # no heartbeat when the share is given
+
+
+# -- clamping to what the provider says remains ------------------------------------------------
+
+
+def _peer_guided(url: str, headers: dict[str, str]) -> None:
+    """A process that got a provider's answer: its guide clamps the limits to the headers."""
+    Guide(make(url)).clamp(RateLimitInfo.from_headers(headers))
+
+
+def test_a_clamp_in_one_process_holds_back_another_to_the_providers_count(
+    redis_url: str, peer: ProcessPoolExecutor
+) -> None:
+    here = make(redis_url)
+    counts = {
+        "x-ratelimit-limit-requests": "10",
+        "x-ratelimit-remaining-requests": "3",
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "250",
+    }
+    peer.submit(_peer_guided, redis_url, counts).result(timeout=60)
+    assert here.levels() == {REQUESTS: approx(3, abs=0.01), TOKENS: approx(250, abs=0.1)}
+    assert [here.try_acquire() for _ in range(5)] == [True] * 3 + [False] * 2
+    more = {"x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "8"}
+    peer.submit(_peer_guided, redis_url, more).result(timeout=60)  # calls in flight: not believed
+    assert here.levels()[REQUESTS] == approx(0, abs=0.01)
+
+
+def test_a_clamp_to_nothing_left_waits_for_the_providers_refill_in_every_process(
+    redis_url: str, peer: ProcessPoolExecutor
+) -> None:
+    """10 requests per hour here (one per 360 s); the provider has none left of its 10 and is
+    full again in 2 h: the next request waits 720 s, in a process that never saw the headers."""
+    here = make(redis_url)
+    spent = {
+        "x-ratelimit-limit-requests": "10",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "2h0m0s",
+    }
+    peer.submit(_peer_guided, redis_url, spent).result(timeout=60)
+    assert here.wait_time() == approx(720, abs=1)
+    assert not here.try_acquire()
+    assert here.reserve(1, max_wait=1000).delay == approx(720, abs=1)
+    # The key's expiry rule holds: the floor (3960 s ahead) set it to twice that + 2 s, and the
+    # reservation (full again 4320 s ahead) did not need to push it on. 11 s slack for a slow run.
+    assert 7_911_000 < here._client.pttl(key()) <= 7_922_000
+
+
+CLAMPS = {
+    "the shortest window without a limit": [("requests", 4, None, None)],
+    "the limit nearest the provider's": [("requests", 40, 100, None)],
+    "nothing left, the provider's refill": [("requests", 0, 10, 7200.0)],
+    "less than one left, the reset alone": [("requests", 0.5, None, 4.0)],
+    "a lower provider limit adopted": [("tokens", 250, 500, None)],
+    "more than is left: not believed": [("requests", 9, None, None)],
+    "no such unit, no count": [("output_tokens", 0, None, None), ("requests", -1, None, None)],
+    "the lower hold stays": [("requests", 3, None, None), ("requests", 6, 10, 60.0)],
+}
+
+
+@pytest.mark.parametrize("clamps", CLAMPS.values(), ids=CLAMPS.keys())
+def test_a_clamp_on_redis_matches_the_in_memory_clamp(
+    redis_url: str, clamps: list[tuple[str, float, float | None, float | None]]
+) -> None:
+    """Slow limits: the real time between the two limiters' decisions moves no level."""
+    limits = [Limit(10, 3600), Limit(100, 86_400), Limit(1000, 3600, unit="tokens")]
+    shared, alone = make(redis_url, limits), Limiter(limits, clock=FakeClock())
+    for limiter in (shared, alone):
+        assert limiter.try_acquire({"requests": 2, "tokens": 100})
+        for clamp in clamps:
+            limiter.clamp(*clamp)
+    assert shared.levels() == approx(alone.levels(), abs=0.01)
+    assert shared.wait_time() == approx(alone.wait_time(), abs=0.5)
+
+
+def test_a_clamp_is_one_round_trip_and_none_without_a_limit_to_hold(redis_url: str) -> None:
+    client, _ = from_url(redis_url)
+    limiter = RedisLimiter(requests_and_tokens(), client=client, name="model")
+    limiter.try_acquire()  # connect first: the handshake is not a decision
+    trips = RoundTrips(client)
+    limiter.try_acquire()
+    trips.reset()  # the counter reconnected once
+    limiter.clamp("requests", 0, limit=10, reset=60.0)
+    assert trips.sends == 1
+    limiter.clamp("output_tokens", 0)
+    limiter.clamp("requests", math.nan)
+    assert trips.sends == 1
+
+
+def test_a_clamp_inside_an_event_loop_goes_out_on_the_async_client(redis_url: str) -> None:
+    """The guide clamps synchronously; inside the loop the script call is a task, so the loop
+    does not wait for Redis."""
+
+    async def scenario() -> None:
+        client, aclient = from_url(redis_url)
+        limiter = RedisLimiter(requests_and_tokens(), client=client, aclient=aclient, name="m")
+        sync_trips, async_trips = RoundTrips(client), RoundTrips(aclient)
+        assert await limiter.atry_acquire()  # connect first: the handshake is not a decision
+        async_trips.reset()
+        limiter.clamp("requests", 3)
+        assert (sync_trips.sends, async_trips.sends) == (0, 0)  # returned before any I/O
+        await asyncio.gather(*limiter._sending)
+        assert (sync_trips.sends, async_trips.sends) == (0, 1)
+        await aclient.aclose()
+
+    asyncio.run(scenario())
+    assert make(redis_url, name="m").levels()[REQUESTS] == approx(3, abs=0.01)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_clamp_holds_the_local_share_while_redis_is_down(
+    own_redis_server: RedisServer, when: str
+) -> None:
+    """A clamp raises nothing when Redis is down, and the fallback holds this process to its
+    share (half) of what the provider said is left, whether Redis died before or after it."""
+    clock = FakeClock()
+    limiter = make(own_redis_server.url, [Limit(10, 3600)], clock=clock, local_share=0.5)
+    deny = make(own_redis_server.url, [Limit(10, 3600)], clock=clock, on_backend_error="deny")
+    assert limiter.try_acquire() and deny.try_acquire()  # connected, on Redis
+    if when == "before":
+        own_redis_server.kill()
+    for clamped in (limiter, deny):
+        _, seconds = timed(functools.partial(clamped.clamp, "requests", 4))
+        assert seconds < 0.5
+    if when == "after":
+        own_redis_server.kill()
+    assert [limiter.try_acquire() for _ in range(4)] == [True, True, False, False]
+    assert limiter.snapshot()["redis_available"] is False
+
+
+def test_absurd_holds_keep_redis_answering_and_the_key_expiring(redis_url: str) -> None:
+    """A reset that never ends is no reset. One of 1e300 s, like such a pause, keeps the state
+    for the script's longest TTL (1e15 ms) rather than fail the script call: PEXPIRE refuses a
+    number in exponent notation, which would take Redis for unavailable."""
+    limiter = make(redis_url, [Limit(10, 3600)])
+    limiter.clamp("requests", 0, reset=math.inf)
+    assert limiter.wait_time() == approx(360, abs=1)  # our own refill: a request every 360 s
+    limiter.clamp("requests", 0, reset=1e300)
+    limiter.pause(1e300)
+    assert limiter.snapshot()["redis_available"] is True
+    assert limiter.wait_time() == approx(1e12)  # the script's longest reply
+    assert 1e15 - 60_000 < limiter._client.pttl(key()) <= 1e15
 
 
 # -- failures ------------------------------------------------------------------------------

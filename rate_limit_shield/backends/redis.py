@@ -1,8 +1,8 @@
 """Rate limits shared by every process through Redis: one Lua script call per decision.
 
 `RedisLimiter` is a `Limiter` whose GCRA schedules live in one small Redis string per key, so
-that a fleet of processes shares one quota. Each decision (reserve, settle, refund, pause) is a
-single EVALSHA of `SCRIPT`, which takes the time from the Redis server: client clocks that
+that a fleet of processes shares one quota. Each decision (reserve, settle, refund, pause, clamp)
+is a single EVALSHA of `SCRIPT`, which takes the time from the Redis server: client clocks that
 disagree cannot over-admit, and the arithmetic is the in-memory one. The local clock only sleeps.
 
 A decision costs little more than the round trip: the script runs three commands (TIME, GET,
@@ -13,10 +13,10 @@ client's command call, whose pool checks, retries and hooks cost more than the s
 When Redis does not answer, `on_backend_error` decides: "local" limits in memory at this
 process's share of each limit (learnt from the fleet's heartbeats) until Redis answers again,
 "allow" grants at once, "deny" raises `BackendUnavailable`. A breaker around Redis makes an
-outage cost one failed attempt per `recovery_timeout`, not one per call. Settling, refunding and
-pausing never raise for a Redis failure: the call they follow has its outcome already. A script
-call cut short (a timeout, a cancelled task) may still have been applied on the server: such a
-cost stays charged, so that the error is always on the side of admitting less.
+outage cost one failed attempt per `recovery_timeout`, not one per call. Settling, refunding,
+pausing and clamping never raise for a Redis failure: the call they follow has its outcome
+already. A script call cut short (a timeout, a cancelled task) may still have been applied on the
+server: such a cost stays charged, so that the error is always on the side of admitting less.
 
 Needs redis-py (the `redis` extra) and Redis >= 6 (SET KEEPTTL; scripts replicated by their
 effects).
@@ -87,7 +87,8 @@ SCRIPT = Template(
 --          key expires, the pause (before which nobody proceeds), and each limit's tat (its
 --          GCRA theoretical arrival time), in server seconds. It expires at least $margin s
 --          after every bucket is full again, pushed on (to twice the time until full, + 2 x
---          $margin s) only when that comes too close: SET keeps the TTL meanwhile.
+--          $margin s) only when that comes too close: SET keeps the TTL meanwhile. A TTL is at
+--          most 1e15 ms (30,000 years): a longer one would reach PEXPIRE in exponent notation.
 -- KEYS[2], only with a heartbeat: hash: a field per live limiter holding its last heartbeat.
 -- ARGV: op; the ids of this limiter's limits; little-endian doubles: param, then each limit's
 --       amount (seconds of schedule), then each limit's tau; then, with KEYS[2], the member.
@@ -96,6 +97,7 @@ SCRIPT = Template(
 --           wait if not; with a heartbeat, {that, the number of live limiters}.
 --   shift   moves each tat back by a negative amount (refund), on from now by a positive one.
 --   pause   (param: seconds) holds the key until now + seconds, unless it is held longer.
+--   floor   raises each tat to now + its amount (seconds; -inf leaves it), unless it is later.
 --   read    returns {now, pause, tat...} as strings, "-inf" where there is none.
 -- Limiters of other limits on the same key (another configuration) share the limits of the
 -- same id; the tats of the others are kept until full. A value of another size counts as none.
@@ -162,6 +164,14 @@ elseif op == 'shift' then
 elseif op == 'pause' then
   changed = now + param > state[2]
   if changed then state[2] = now + param end
+elseif op == 'floor' then
+  for i = 1, count do
+    local tat = now + struct.unpack('<d', numbers, 8 * i + 1)
+    if tat > state[2 + i] then
+      state[2 + i] = tat
+      changed = true
+    end
+  end
 else
   local values = {string.format('%.17g', now)}
   for i = 2, count + 2 do values[i] = string.format('%.17g', state[i]) end
@@ -175,7 +185,7 @@ if changed then
   local value = ids .. others .. struct.pack('<' .. string.rep('d', #state), unpack(state))
   redis.call('SET', state_key, value, 'KEEPTTL')
   if state[1] ~= expires then
-    redis.call('PEXPIRE', state_key, math.ceil((state[1] - now) * 1000))
+    redis.call('PEXPIRE', state_key, math.min(math.ceil((state[1] - now) * 1000), 1e15))
   end
 end
 if not KEYS[2] then return reply end
@@ -198,7 +208,7 @@ return {reply, alive}
 
 _SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
-_OPS = (b"reserve", b"shift", b"pause", b"read")
+_OPS = (b"reserve", b"shift", b"pause", b"floor", b"read")
 
 _Call = tuple[int, tuple[bytes, ...], bytes]
 """A script call: the number of keys, the keys then the arguments, and the EVALSHA request that
@@ -465,8 +475,8 @@ class RedisLimiter(Limiter):
         result = self._reserved(increments, -1.0, self._run(call))
         return result if isinstance(result, float) else result.delay
 
-    # Cancel, settle, refund and pause need no answer: inside a running event loop (the async
-    # driver of a Shield) they are sent on `aclient` as a task, so the loop never blocks on them.
+    # Cancel, settle, refund, pause and clamp need no answer: inside a running event loop (the
+    # async driver of a Shield) they are sent on `aclient` as a task, so the loop never blocks.
 
     def cancel(self, reservation: Reservation) -> None:
         """Give back all that `reservation` charged; nothing if it was cancelled or settled."""
@@ -489,6 +499,14 @@ class RedisLimiter(Limiter):
     def pause(self, seconds: float) -> None:
         """Let nobody sharing this key proceed before `seconds` from now (a Retry-After)."""
         self._send(self._pause_call(seconds))
+
+    def _raise_tat(self, index: int, seconds: float) -> None:
+        """`clamp`'s floor, for everyone sharing this key: on Redis, and in memory too (the
+        fallback honours it, whether Redis fails now or later)."""
+        super()._raise_tat(index, seconds)
+        floors = [-math.inf] * len(self.limits)
+        floors[index] = seconds
+        self._send(self._args(b"floor", 0.0, floors))
 
     def _send(self, call: _Call, then: Callable[[Any], None] | None = None) -> None:
         """Run `call` now, or as a task on `aclient` inside a running event loop; `then` gets
