@@ -354,7 +354,7 @@ def test_the_client_clock_decides_nothing(redis_url: str) -> None:
 
 def test_state_is_one_small_string_per_key_whatever_the_weights(redis_url: str) -> None:
     limiter = make(redis_url, [Limit(1e9, 60), Limit(1e12, 60, unit="tokens")])
-    client = limiter._client
+    client = limiter._script.client
     limiter.try_acquire({"requests": 1, "tokens": 1})
     small = client.memory_usage(key())
     for weight in range(1, 2001):
@@ -371,11 +371,11 @@ def test_all_keys_of_a_model_share_one_cluster_slot(redis_url: str) -> None:
     limiter = make(redis_url, name="gpt-4o")
     limiter.try_acquire()
     limiter.pause(1)
-    keys = sorted(cast(list[bytes], limiter._client.keys("*")))  # bytes: no decode_responses
+    keys = sorted(cast(list[bytes], limiter._script.client.keys("*")))  # bytes: no decode_responses
     assert keys == [b"{rls:gpt-4o}:fleet", b"{rls:gpt-4o}:rate"]
     assert len({key_slot(name) for name in keys}) == 1
     make(redis_url, name="gpt-4o", prefix="team-a").try_acquire()
-    assert limiter._client.exists("{team-a:gpt-4o}:rate")
+    assert limiter._script.client.exists("{team-a:gpt-4o}:rate")
 
 
 def test_keys_expire_once_every_bucket_is_full_again(redis_url: str) -> None:
@@ -383,7 +383,7 @@ def test_keys_expire_once_every_bucket_is_full_again(redis_url: str) -> None:
     (to twice the time until full, + 2 s), not on every call. The lower bounds leave the test
     10 s to run on a busy machine."""
     limiter = make(redis_url)
-    client = limiter._client
+    client = limiter._script.client
     limiter.try_acquire({"requests": 1, "tokens": 50})  # full again in 360 s (the request)
     first = client.pttl(key())
     assert 711_000 < first <= 722_000
@@ -515,7 +515,7 @@ def test_the_local_share_is_learnt_from_the_fleet(redis_url: str) -> None:
     for member in fleet:
         member.try_acquire()
     assert [member.local_share for member in fleet] == [0.25] * 4
-    client = fleet[0]._client
+    client = fleet[0]._script.client
     seconds, micros = client.time()
     client.hset("{rls:model}:fleet", "gone:1", repr(seconds + micros / 1e6 - 60))
     clock.advance(5)
@@ -571,7 +571,7 @@ def test_a_clamp_to_nothing_left_waits_for_the_providers_refill_in_every_process
     assert here.reserve(1, max_wait=1000).delay == approx(720, abs=1)
     # The key's expiry rule holds: the floor (3960 s ahead) set it to twice that + 2 s, and the
     # reservation (full again 4320 s ahead) did not need to push it on. 11 s slack for a slow run.
-    assert 7_911_000 < here._client.pttl(key()) <= 7_922_000
+    assert 7_911_000 < here._script.client.pttl(key()) <= 7_922_000
 
 
 CLAMPS = {
@@ -667,7 +667,7 @@ def test_absurd_holds_keep_redis_answering_and_the_key_expiring(redis_url: str) 
     limiter.pause(1e300)
     assert limiter.snapshot()["redis_available"] is True
     assert limiter.wait_time() == approx(1e12)  # the script's longest reply
-    assert 1e15 - 60_000 < limiter._client.pttl(key()) <= 1e15
+    assert 1e15 - 60_000 < limiter._script.client.pttl(key()) <= 1e15
 
 
 # -- failures ------------------------------------------------------------------------------
@@ -821,7 +821,7 @@ def test_async_decisions(redis_url: str) -> None:
         granted = await limiter.aacquire(1)
         assert granted.delay == approx(20, abs=0.5)
         assert clock.sleeps == [granted.delay]
-        await limiter._aclient.aclose()  # type: ignore[union-attr]
+        await limiter._script.aclient.aclose()  # type: ignore[union-attr]
 
     asyncio.run(scenario())
 
@@ -838,7 +838,7 @@ def test_a_cancelled_aacquire_gives_its_permit_back(redis_url: str) -> None:
         with pytest.raises(asyncio.CancelledError):
             await waiter
         assert limiter.wait_time() == approx(60, abs=0.5)
-        await limiter._aclient.aclose()  # type: ignore[union-attr]
+        await limiter._script.aclient.aclose()  # type: ignore[union-attr]
 
     asyncio.run(scenario())
 
@@ -909,7 +909,7 @@ def test_async_faults_killed_and_hung(own_redis_server: RedisServer) -> None:
         started = time.perf_counter()
         assert await local.atry_acquire()  # the local permit regained meanwhile
         assert time.perf_counter() - started < 0.5
-        await local._aclient.aclose()  # type: ignore[union-attr]
-        await deny._aclient.aclose()  # type: ignore[union-attr]
+        await local._script.aclient.aclose()  # type: ignore[union-attr]
+        await deny._script.aclient.aclose()  # type: ignore[union-attr]
 
     asyncio.run(scenario())

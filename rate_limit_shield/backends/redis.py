@@ -13,10 +13,12 @@ client's command call, whose pool checks, retries and hooks cost more than the s
 When Redis does not answer, `on_backend_error` decides: "local" limits in memory at this
 process's share of each limit (learnt from the fleet's heartbeats) until Redis answers again,
 "allow" grants at once, "deny" raises `BackendUnavailable`. A breaker around Redis makes an
-outage cost one failed attempt per `recovery_timeout`, not one per call. Settling, refunding,
-pausing and clamping never raise for a Redis failure: the call they follow has its outcome
-already. A script call cut short (a timeout, a cancelled task) may still have been applied on the
-server: such a cost stays charged, so that the error is always on the side of admitting less.
+outage cost one failed attempt per `recovery_timeout`, not one per call: `GuardedScript`, which
+the shared circuit breaker and the shared retry budget run their scripts through too. Settling,
+refunding, pausing and clamping never raise for a Redis failure: the call they follow has its
+outcome already. A script call cut short (a timeout, a cancelled task) may still have been
+applied on the server: such a cost stays charged, so that the error is always on the side of
+admitting less.
 
 Needs redis-py (the `redis` extra) and Redis >= 6 (SET KEEPTTL; scripts replicated by their
 effects).
@@ -40,7 +42,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from string import Template
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio
@@ -63,10 +65,14 @@ from ..limiter import (
     _max_wait,
 )
 from ..outcome import Outcome
-from .redis_breaker import SharedBreaker
-from .redis_budget import SharedBudget
 
-__all__ = ["BackendUnavailable", "RedisBackend", "RedisLimiter", "SCRIPT", "from_url"]
+if TYPE_CHECKING:  # they import this module: `RedisBackend` imports them when it makes one
+    from .redis_breaker import SharedBreaker
+    from .redis_budget import SharedBudget
+
+__all__ = [
+    "BackendUnavailable", "GuardedScript", "RedisBackend", "RedisLimiter", "SCRIPT", "from_url",
+]  # fmt: skip
 
 _log = logging.getLogger("rate_limit_shield")
 
@@ -75,9 +81,9 @@ _HEARTBEAT_EVERY = 5.0
 
 _MODES = ("local", "allow", "deny")
 _WHILE_DOWN = {
-    "local": "limiting in memory at this process's share until it answers again",
-    "allow": "allowing every call until it answers again",
-    "deny": "refusing every call until it answers again",
+    "local": "limiting in memory at this process's share",
+    "allow": "allowing every call",
+    "deny": "refusing every call",
 }
 
 SCRIPT = Template(
@@ -206,8 +212,6 @@ return {reply, alive}
 )
 """The Lua script behind every decision; its header is the contract between it and the class."""
 
-_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
-
 _OPS = (b"reserve", b"shift", b"pause", b"floor", b"read")
 
 _Call = tuple[int, tuple[bytes, ...], bytes]
@@ -219,12 +223,13 @@ def _bulk(word: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(word), word)
 
 
-def _request(keys: int, words: tuple[bytes, ...], more: int = 0, *, cached: bool = True) -> bytes:
-    """The RESP request of EVALSHA (or EVAL if not `cached`) on `keys` keys and the arguments
-    in `words`, but for `more` arguments that the caller appends, each as `_bulk(argument)`."""
-    script = (b"EVALSHA", _SHA.encode()) if cached else (b"EVAL", SCRIPT.encode())
-    items = (*script, b"%d" % keys, *words)
-    return b"*%d\r\n" % (len(items) + more) + b"".join(map(_bulk, items))
+def _word(value: bytes | float | str) -> bytes:
+    """`value` as redis-py sends a command's argument."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return repr(value).encode()
 
 
 def _limit_id(limit: Limit) -> bytes:
@@ -354,6 +359,153 @@ def _forget_held_connections() -> None:
 os.register_at_fork(after_in_child=_forget_held_connections)
 
 
+class GuardedScript:
+    """A Lua script run on Redis behind a breaker of its own: the reply, or None when Redis is
+    unavailable (failed now, or lately: it is then left alone for `recovery_timeout` seconds, so
+    a dead server costs one attempt per interval, not one per call).
+
+    An outage is logged once, as a warning naming `what` the script serves and the `fallback`
+    meanwhile, and its end once. A script flushed from the server is loaded again in the same
+    call. Sync calls go out on the connection held for `client`'s script calls where it allows
+    one (see `_held_connection`), else through its methods; async ones on `aclient`, or as sync
+    ones in a thread without it. `error` is the last failure (None before any).
+    """
+
+    __slots__ = (
+        "_breaker", "_fallback", "_held", "_lock", "_outage", "_script", "_sha", "_what",
+        "aclient", "client", "error",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        script: str,
+        *,
+        aclient: redis.asyncio.Redis | None = None,
+        what: str,
+        fallback: str,
+        clock: Clock,
+        recovery_timeout: float,
+    ) -> None:
+        if isinstance(client, redis.asyncio.Redis) or not callable(
+            getattr(client, "evalsha", None)
+        ):
+            raise ConfigError(
+                f"client must be a synchronous redis client (redis.Redis), got {client!r}"
+            )
+        self.client = client
+        self.aclient = aclient
+        self.error: BaseException | None = None
+        self._held = _held_connection(client)
+        self._script = script
+        self._sha = hashlib.sha1(script.encode()).hexdigest()
+        self._what = what
+        self._fallback = fallback
+        self._breaker = CircuitBreaker(
+            failure_threshold=1, recovery_timeout=recovery_timeout, clock=clock, name=what
+        )
+        self._lock = threading.Lock()
+        self._outage = False
+
+    @property
+    def available(self) -> bool:
+        """False from a failed call until the next one that Redis answers."""
+        return not self._outage
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until Redis is tried again after a failure; None when it is not left alone."""
+        return self._breaker.retry_after
+
+    def request(
+        self, keys: int, words: tuple[bytes, ...], more: int = 0, *, cached: bool = True
+    ) -> bytes:
+        """The RESP request of EVALSHA (or EVAL if not `cached`) on `keys` keys and the arguments
+        in `words`, but for `more` arguments that the caller appends, each as `_bulk(argument)`."""
+        script = (b"EVALSHA", self._sha.encode()) if cached else (b"EVAL", self._script.encode())
+        items = (*script, b"%d" % keys, *words)
+        return b"*%d\r\n" % (len(items) + more) + b"".join(map(_bulk, items))
+
+    def call(self, keys: tuple[bytes, ...], args: Iterable[bytes | float | str]) -> _Call:
+        """The script call on `keys` and `args`, encoded as redis-py encodes them."""
+        words = (*keys, *map(_word, args))
+        return len(keys), words, self.request(len(keys), words)
+
+    def run(self, call: _Call) -> Any:
+        """The script's reply to `call`, or None when Redis is unavailable."""
+        permit = self._permit()
+        if permit is None:
+            return None
+        try:
+            reply = self._evaluate(call)
+        except BaseException as error:
+            return self._failed(permit, error)
+        self._answered(permit)
+        return reply
+
+    async def arun(self, call: _Call) -> Any:
+        """`run` for asyncio: on `aclient`, or `run` in a thread without one."""
+        aclient = self.aclient
+        if aclient is None:
+            return await asyncio.to_thread(self.run, call)
+        permit = self._permit()
+        if permit is None:
+            return None
+        try:
+            try:
+                reply = await aclient.evalsha(self._sha, call[0], *call[1])
+            except NoScriptError:  # flushed or restarted: EVAL runs it and caches it again
+                reply = await aclient.eval(self._script, call[0], *call[1])
+        except BaseException as error:
+            return self._failed(permit, error)
+        self._answered(permit)
+        return reply
+
+    def _evaluate(self, call: _Call) -> Any:
+        """The reply to `call`: on the held connection, or through the client's methods."""
+        held = self._held
+        if held is None:
+            try:
+                return self.client.evalsha(self._sha, call[0], *call[1])
+            except NoScriptError:  # flushed or restarted: EVAL runs it and caches it again
+                return self.client.eval(self._script, call[0], *call[1])
+        try:
+            return held.send(call[2])
+        except NoScriptError:
+            return held.send(self.request(call[0], call[1], cached=False))
+
+    def _permit(self) -> Permit | None:
+        try:
+            return self._breaker.acquire()
+        except CircuitOpen:
+            return None
+
+    def _failed(self, permit: Permit, error: BaseException) -> None:
+        """After a call that raised: a Redis error opens the breaker and is warned of once per
+        outage, not once per call (the call's answer is None); anything else (a cancellation, a
+        bug) is not Redis's failure and goes on to the caller."""
+        if not isinstance(error, redis.RedisError):
+            self._breaker.release(permit)
+            raise error
+        self._breaker.record(permit, Outcome.FAILURE)
+        self.error = error
+        with self._lock:
+            first, self._outage = not self._outage, True
+        if first:
+            _log.warning(
+                "Redis is unavailable for %s (%s: %s); %s until it answers again",
+                self._what, type(error).__name__, error, self._fallback,
+            )  # fmt: skip
+
+    def _answered(self, permit: Permit) -> None:
+        self._breaker.record(permit, Outcome.SUCCESS)
+        if self._outage:
+            with self._lock:
+                back, self._outage = self._outage, False
+            if back:
+                _log.info("Redis answers again for %s", self._what)
+
+
 class BackendUnavailable(ShieldError):
     """Redis did not answer and `on_backend_error="deny"`: no rate permit without it."""
 
@@ -392,22 +544,17 @@ class RedisLimiter(Limiter):
     """
 
     __slots__ = (
-        "_aclient",
-        "_breaker",
-        "_client",
-        "_error",
         "_fleet",
         "_heartbeat_due",
-        "_held",
         "_ids",
         "_keys",
         "_local_share",
         "_member",
         "_numbers",
         "_on_backend_error",
-        "_outage",
         "_prefixes",
         "_read_call",
+        "_script",
         "_sending",
         "_zeros",
     )
@@ -427,29 +574,31 @@ class RedisLimiter(Limiter):
     ) -> None:
         super().__init__(limits, clock=clock, name=name)
         _check_options(prefix, on_backend_error, local_share, recovery_timeout)
-        self._client = client
-        self._aclient = aclient
+        self._script = GuardedScript(
+            client,
+            SCRIPT,
+            aclient=aclient,
+            what=f"the rate limits of {name!r}",
+            fallback=_WHILE_DOWN[on_backend_error],
+            clock=self._clock,
+            recovery_timeout=recovery_timeout,
+        )
         self._on_backend_error = on_backend_error
         self._local_share = None if local_share is None else float(local_share)
-        self._held = _held_connection(client)
         self._keys = (f"{{{prefix}:{name}}}:rate".encode(), f"{{{prefix}:{name}}}:fleet".encode())
         self._ids = b"".join(map(_limit_id, self.limits))
         self._numbers = struct.Struct(f"<{1 + 2 * len(self.limits)}d")
         # Each op's request but for its numbers, their header included (their size is fixed).
+        request = self._script.request
         self._prefixes = {
-            op: _request(1, (self._keys[0], op, self._ids), 1) + b"$%d\r\n" % self._numbers.size
+            op: request(1, (self._keys[0], op, self._ids), 1) + b"$%d\r\n" % self._numbers.size
             for op in _OPS
         }
         self._zeros = (0.0,) * len(self.limits)
         self._read_call = self._args(b"read", 0.0, self._zeros)
-        self._breaker = CircuitBreaker(
-            failure_threshold=1, recovery_timeout=recovery_timeout, clock=self._clock, name=name
-        )
         self._member = uuid.uuid4().hex[:16]
         self._heartbeat_due = -math.inf
         self._fleet = 1
-        self._outage = False
-        self._error: BaseException | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
     @property
@@ -462,17 +611,17 @@ class RedisLimiter(Limiter):
     def try_acquire(self, cost: Cost = 1) -> bool:
         """Take `cost` now from every limit, or take nothing and return False. Never waits."""
         increments, call = self._reserve_call(cost, 0.0)
-        return self._taken(increments, self._run(call))
+        return self._taken(increments, self._script.run(call))
 
     def reserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
         """Commit `cost` on every limit if the wait for it is at most `max_wait` (see `Limiter`)."""
         increments, call = self._reserve_call(cost, max_wait)
-        return self._granted(self._reserved(increments, max_wait, self._run(call)))
+        return self._granted(self._reserved(increments, max_wait, self._script.run(call)))
 
     def wait_time(self, cost: Cost = 1) -> float:
         """Seconds until `cost` could be taken on every limit (0.0 if now); reserves nothing."""
         increments, call = self._reserve_call(cost, -1.0)  # no wait is <= -1: nothing is taken
-        result = self._reserved(increments, -1.0, self._run(call))
+        result = self._reserved(increments, -1.0, self._script.run(call))
         return result if isinstance(result, float) else result.delay
 
     # Cancel, settle, refund, pause and clamp need no answer: inside a running event loop (the
@@ -512,17 +661,17 @@ class RedisLimiter(Limiter):
         """Run `call` now, or as a task on `aclient` inside a running event loop; `then` gets
         the reply."""
         try:
-            loop = asyncio.get_running_loop() if self._aclient is not None else None
+            loop = asyncio.get_running_loop() if self._script.aclient is not None else None
         except RuntimeError:
             loop = None
         if loop is None:
-            reply = self._run(call)
+            reply = self._script.run(call)
             if then is not None:
                 then(reply)
             return
 
         async def send() -> None:
-            reply = await self._arun(call)
+            reply = await self._script.arun(call)
             if then is not None:
                 then(reply)
 
@@ -534,29 +683,29 @@ class RedisLimiter(Limiter):
 
     async def atry_acquire(self, cost: Cost = 1) -> bool:
         increments, call = self._reserve_call(cost, 0.0)
-        return self._taken(increments, await self._arun(call))
+        return self._taken(increments, await self._script.arun(call))
 
     async def areserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
         increments, call = self._reserve_call(cost, max_wait)
-        return self._granted(self._reserved(increments, max_wait, await self._arun(call)))
+        return self._granted(self._reserved(increments, max_wait, await self._script.arun(call)))
 
     async def acancel(self, reservation: Reservation) -> None:
         call = self._finish_call(reservation, self._zeros)
         if call is not None:
-            await self._arun(call)
+            await self._script.arun(call)
 
     async def asettle(self, reservation: Reservation, actual: Cost) -> None:
         actual_increments = self._increments(actual, name="actual", check_capacity=False)
         call = self._finish_call(reservation, actual_increments)
         if call is not None:
-            await self._arun(call)
+            await self._script.arun(call)
 
     async def arefund(self, cost: Cost = 1) -> None:
         increments, call = self._refund_call(cost)
-        self._refunded(increments, await self._arun(call))
+        self._refunded(increments, await self._script.arun(call))
 
     async def apause(self, seconds: float) -> None:
-        await self._arun(self._pause_call(seconds))
+        await self._script.arun(self._pause_call(seconds))
 
     async def aacquire(self, cost: Cost = 1, timeout: float | None = None) -> Reservation:
         """`acquire` for asyncio: awaits instead of sleeping; cancellation gives the tokens back."""
@@ -592,7 +741,7 @@ class RedisLimiter(Limiter):
 
     def _observe(self) -> tuple[list[float], float, bool]:
         """Tokens per limit, pause left, and whether they come from Redis, in one call."""
-        reply = self._run(self._read_call)
+        reply = self._script.run(self._read_call)
         if reply is None:
             share = self.local_share
             return [share * tokens for tokens in super()._tokens()], super().paused_for, False
@@ -603,7 +752,7 @@ class RedisLimiter(Limiter):
         ]
         return tokens, max(0.0, pause - now), True
 
-    # -- script arguments and replies, shared by both drivers -------------------------------
+    # -- script arguments and replies, shared by the sync and the async decisions -----------
 
     def _args(
         self, op: bytes, param: float, amounts: Iterable[float], member: bytes = b""
@@ -611,8 +760,7 @@ class RedisLimiter(Limiter):
         """The script call of `op` (see `SCRIPT`); only the numbers are encoded anew."""
         numbers = self._numbers.pack(param, *amounts, *self._taus)
         if member:
-            words = (*self._keys, op, self._ids, numbers, member)
-            return 2, words, _request(2, words)
+            return self._script.call(self._keys, (op, self._ids, numbers, member))
         return 1, (self._keys[0], op, self._ids, numbers), self._prefixes[op] + numbers + b"\r\n"
 
     def _reserve_call(self, cost: Cost, max_wait: float) -> tuple[tuple[float, ...], _Call]:
@@ -660,10 +808,10 @@ class RedisLimiter(Limiter):
         """What `on_backend_error` makes of a reservation that Redis could not decide."""
         mode = self._on_backend_error
         if mode == "deny":
-            error = self._error
+            error = self._script.error
             raise BackendUnavailable(
                 f"Redis is unavailable for these rate limits ({type(error).__name__}: {error})",
-                retry_after=self._breaker.retry_after,
+                retry_after=self._script.retry_after,
                 key=self.name,
                 cause=error,
             )
@@ -713,87 +861,6 @@ class RedisLimiter(Limiter):
         seconds = _amount(seconds, "seconds")
         super().pause(seconds)
         return self._args(b"pause", seconds, self._zeros)
-
-    # -- the script call: the only part that differs between the drivers ---------------------
-
-    def _run(self, call: _Call) -> Any:
-        """The script's reply, or None when Redis is unavailable (failed now or lately)."""
-        permit = self._permit()
-        if permit is None:
-            return None
-        try:
-            reply = self._evaluate(call)
-        except redis.RedisError as error:
-            self._failed(permit, error)
-            return None
-        except BaseException:
-            self._breaker.release(permit)
-            raise
-        self._answered(permit)
-        return reply
-
-    def _evaluate(self, call: _Call) -> Any:
-        """The reply to `call`: on the held connection, or through the client's methods."""
-        held = self._held
-        if held is None:
-            try:
-                return self._client.evalsha(_SHA, call[0], *call[1])
-            except NoScriptError:  # flushed or restarted: EVAL runs it and caches it again
-                return self._client.eval(SCRIPT, call[0], *call[1])
-        try:
-            return held.send(call[2])
-        except NoScriptError:
-            return held.send(_request(call[0], call[1], cached=False))
-
-    async def _arun(self, call: _Call) -> Any:
-        aclient = self._aclient
-        if aclient is None:
-            return await asyncio.to_thread(self._run, call)
-        permit = self._permit()
-        if permit is None:
-            return None
-        try:
-            try:
-                reply = await aclient.evalsha(_SHA, call[0], *call[1])
-            except NoScriptError:
-                reply = await aclient.eval(SCRIPT, call[0], *call[1])
-        except redis.RedisError as error:
-            self._failed(permit, error)
-            return None
-        except BaseException:
-            self._breaker.release(permit)
-            raise
-        self._answered(permit)
-        return reply
-
-    def _permit(self) -> Permit | None:
-        try:
-            return self._breaker.acquire()
-        except CircuitOpen:
-            return None
-
-    def _failed(self, permit: Permit, error: BaseException) -> None:
-        """Open the breaker; warn once per outage, not once per call."""
-        self._breaker.record(permit, Outcome.FAILURE)
-        self._error = error
-        with self._lock:
-            first, self._outage = not self._outage, True
-        if first:
-            _log.warning(
-                "Redis is unavailable for the rate limits of %r (%s: %s); %s",
-                self.name,
-                type(error).__name__,
-                error,
-                _WHILE_DOWN[self._on_backend_error],
-            )
-
-    def _answered(self, permit: Permit) -> None:
-        self._breaker.record(permit, Outcome.SUCCESS)
-        if self._outage:
-            with self._lock:
-                back, self._outage = self._outage, False
-            if back:
-                _log.info("Redis answers again for the rate limits of %r", self.name)
 
 
 class RedisBackend:
@@ -848,6 +915,8 @@ class RedisBackend:
         self, options: Mapping[str, Any], *, clock: Clock, name: str
     ) -> SharedBreaker:
         """The breaker of a policy with `breaker.shared`: its state is the fleet's."""
+        from .redis_breaker import SharedBreaker
+
         return SharedBreaker(
             **options,
             client=self.client,
@@ -859,6 +928,8 @@ class RedisBackend:
 
     def shared_budget(self, options: Mapping[str, Any], *, clock: Clock, name: str) -> SharedBudget:
         """The retry budget of a policy with `retry.budget.shared`: it counts fleet-wide."""
+        from .redis_budget import SharedBudget
+
         return SharedBudget(
             **options,
             client=self.client,

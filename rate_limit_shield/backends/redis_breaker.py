@@ -9,33 +9,27 @@ prober that died cannot wedge the breaker half-open.
 The closed fast path stays in memory: a process reads the fleet's state at most once per
 `sync_interval`, on a call that finds the interval over, and publishes an opening at once.
 Redis failures never reach the call: the breaker falls back to its in-memory behaviour, warns
-once per outage, and follows the fleet again when Redis answers. `GuardedScript`, the Redis
-side of that rule, serves the shared retry budget too.
+once per outage, and follows the fleet again when Redis answers. The Redis side of that rule is
+`backends.redis.GuardedScript`, the rate limiter's and the shared retry budget's too.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import math
-import threading
 import uuid
 from string import Template
 from typing import Any, NamedTuple
 
 import redis
-import redis.asyncio
-from redis.exceptions import NoScriptError
 
 from ..breaker import _HALF_OPEN, _OPEN, Change, CircuitBreaker, Permit, State
-from ..clock import SYSTEM_CLOCK, Clock
+from ..clock import Clock
 from ..errors import CircuitOpen, ConfigError
 from ..limiter import _check_positive
 from ..outcome import Outcome
+from .redis import GuardedScript
 
-__all__ = ["GuardedScript", "SharedBreaker", "BREAKER_SCRIPT", "PROBE_TTL_FACTOR"]
-
-_log = logging.getLogger("rate_limit_shield")
+__all__ = ["SharedBreaker", "BREAKER_SCRIPT", "PROBE_TTL_FACTOR"]
 
 PROBE_TTL_FACTOR = 2.0
 """The default `probe_ttl` is this many times `recovery_timeout`: a prober silent for that long
@@ -139,86 +133,6 @@ _RESULTS = {Outcome.SUCCESS: b"success", Outcome.FAILURE: b"failure"}
 """What a probe's outcome tells the fleet; any other outcome only frees the lease."""
 
 
-class GuardedScript:
-    """A Lua script run on Redis behind a breaker of its own: the reply, or None when Redis is
-    unavailable (failed now, or lately: it is then left alone for `recovery_timeout` seconds, so
-    a dead server costs one attempt per interval, not one per call). An outage is logged once,
-    as a warning saying `fallback`, and its end once. A script flushed from the server is
-    loaded again in the same call."""
-
-    __slots__ = ("_breaker", "_client", "_fallback", "_lock", "_outage", "_script", "_sha", "_what")
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        script: str,
-        *,
-        what: str,
-        fallback: str,
-        clock: Clock,
-        recovery_timeout: float,
-    ) -> None:
-        if isinstance(client, redis.asyncio.Redis) or not callable(
-            getattr(client, "evalsha", None)
-        ):
-            raise ConfigError(
-                f"client must be a synchronous redis client (redis.Redis), got {client!r}"
-            )
-        _check_positive("redis_recovery_timeout", recovery_timeout)
-        self._client = client
-        self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()
-        self._what = what
-        self._fallback = fallback
-        self._breaker = CircuitBreaker(
-            failure_threshold=1, recovery_timeout=recovery_timeout, clock=clock, name=what
-        )
-        self._lock = threading.Lock()
-        self._outage = False
-
-    @property
-    def available(self) -> bool:
-        """False from a failed call until the next one that Redis answers."""
-        return not self._outage
-
-    def run(self, keys: tuple[bytes, ...], args: tuple[bytes | float | str, ...]) -> Any:
-        """The script's reply, or None when Redis is unavailable."""
-        try:
-            permit = self._breaker.acquire()
-        except CircuitOpen:
-            return None
-        client = self._client
-        try:
-            try:
-                reply = client.evalsha(self._sha, len(keys), *keys, *args)
-            except NoScriptError:
-                reply = client.eval(self._script, len(keys), *keys, *args)
-        except redis.RedisError as error:
-            self._breaker.record(permit, Outcome.FAILURE)
-            self._set_outage(True, error)
-            return None
-        except BaseException:
-            self._breaker.release(permit)
-            raise
-        self._breaker.record(permit, Outcome.SUCCESS)
-        if self._outage:
-            self._set_outage(False, None)
-        return reply
-
-    def _set_outage(self, outage: bool, error: BaseException | None) -> None:
-        with self._lock:
-            changed, self._outage = self._outage is not outage, outage
-        if not changed:
-            return
-        if outage:
-            _log.warning(
-                "Redis is unavailable for %s (%s: %s); %s until it answers again",
-                self._what, type(error).__name__, error, self._fallback,
-            )  # fmt: skip
-        else:
-            _log.info("Redis answers again for %s", self._what)
-
-
 def _fleet_key(prefix: str, name: str, what: str) -> bytes:
     """The Redis key of `what` for key `name`: `{prefix:name}:what`, whose braces (a Cluster hash
     tag) keep every key of one model on one node, the rate limiter's too."""
@@ -267,7 +181,8 @@ class SharedBreaker(CircuitBreaker):
     per probe. When it fails the breaker works in memory, as `CircuitBreaker` does, and tries
     Redis again after `redis_recovery_timeout` seconds; an opening it could not publish is
     published then, if its open time is not over. A `reset()` while Redis is away is local.
-    Use a client that fails fast (`backends.redis.from_url`).
+    Script calls go out as the rate limiter's do (see `GuardedScript`): use a client that fails
+    fast (`backends.redis.from_url`).
     """
 
     __slots__ = (
@@ -313,6 +228,7 @@ class SharedBreaker(CircuitBreaker):
         if probe_ttl is None:
             probe_ttl = PROBE_TTL_FACTOR * recovery_timeout
         _check_positive("probe_ttl", probe_ttl)
+        _check_positive("redis_recovery_timeout", redis_recovery_timeout)
         self._keys = (_fleet_key(prefix, name, "breaker"), _fleet_key(prefix, name, "probes"))
         self._sync_interval = _check_sync_interval(sync_interval)
         self._probe_ttl = float(probe_ttl)
@@ -326,7 +242,7 @@ class SharedBreaker(CircuitBreaker):
             BREAKER_SCRIPT,
             what=f"the shared circuit breaker of {name!r}",
             fallback="breaking circuits in this process only",
-            clock=clock if clock is not None else SYSTEM_CLOCK,
+            clock=self._clock,
             recovery_timeout=redis_recovery_timeout,
         )
         self._sync_due = -math.inf
@@ -372,7 +288,7 @@ class SharedBreaker(CircuitBreaker):
     def reset(self) -> None:
         super().reset()
         gen = self._gen
-        reply = self._script.run(self._keys, (b"reset",))
+        reply = self._ask(b"reset")
         if reply is not None:
             self._follow(_Fleet.of(reply), gen)
 
@@ -385,6 +301,11 @@ class SharedBreaker(CircuitBreaker):
         self._sync(when_due=False)
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _ask(self, *args: bytes | float | str) -> Any:
+        """The fleet script's reply to `args` on this breaker's keys; None without Redis."""
+        script = self._script
+        return script.run(script.call(self._keys, args))
 
     def _sync_if_due(self) -> None:
         if self._clock.monotonic() >= self._sync_due:
@@ -403,7 +324,7 @@ class SharedBreaker(CircuitBreaker):
             opening = (-1.0, b"1")  # forced open
         else:
             opening = (pending - now, b"0")
-        reply = self._script.run(self._keys, (b"sync", *opening))
+        reply = self._ask(b"sync", *opening)
         if reply is None:
             return  # the opening stays pending until Redis answers
         with self._lock:
@@ -423,7 +344,7 @@ class SharedBreaker(CircuitBreaker):
         """Turn a probe slot taken in memory into one of the fleet's, or give it back."""
         lease = uuid.uuid4().hex.encode()
         count, _, _ = self._probe_rules
-        reply = self._script.run(self._keys, (b"lease", lease, count, self._probe_ttl))
+        reply = self._ask(b"lease", lease, count, self._probe_ttl)
         if reply is None:
             return permit  # Redis is away: a probe of this process alone
         fleet = _Fleet.of(reply)
@@ -453,8 +374,7 @@ class SharedBreaker(CircuitBreaker):
         if change is not None:
             self._notify(change)
         if fleet.verdict == "leased":  # the state moved on meanwhile: the slot is not needed
-            release = (b"probe", lease, fleet.episode, b"release", *self._probe_rules)
-            self._script.run(self._keys, release)
+            self._ask(b"probe", lease, fleet.episode, b"release", *self._probe_rules)
         return verdict
 
     def _record_probe(self, permit: Permit, outcome: Outcome, duration: float) -> None:
@@ -470,7 +390,7 @@ class SharedBreaker(CircuitBreaker):
             if self._gen != permit or self._state is not _HALF_OPEN or not self._leases:
                 return False
             lease, episode = self._leases.pop(0)  # the leases of one process are alike
-        reply = self._script.run(self._keys, (b"probe", lease, episode, result, *self._probe_rules))
+        reply = self._ask(b"probe", lease, episode, result, *self._probe_rules)
         if reply is None:
             return False
         self._follow(_Fleet.of(reply), permit, probe=True)

@@ -14,9 +14,11 @@ from typing import Any
 
 import redis
 
-from ..clock import SYSTEM_CLOCK, Clock
+from ..clock import Clock
+from ..limiter import _check_positive
 from ..retry import RetryBudget
-from .redis_breaker import GuardedScript, _check_sync_interval, _fleet_key
+from .redis import GuardedScript
+from .redis_breaker import _check_sync_interval, _fleet_key
 
 __all__ = ["SharedBudget", "BUDGET_SCRIPT"]
 
@@ -95,13 +97,14 @@ class SharedBudget(RetryBudget):
         self.name = name
         self._key = (_fleet_key(prefix, name, "budget"),)
         self._sync_interval = _check_sync_interval(sync_interval)
+        _check_positive("redis_recovery_timeout", redis_recovery_timeout)
         self._rules = (self.ratio, self.min_per_second * self.window, int(self.window))
         self._script = GuardedScript(
             client,
             BUDGET_SCRIPT,
             what=f"the shared retry budget of {name!r}",
             fallback="counting retries in this process only",
-            clock=clock if clock is not None else SYSTEM_CLOCK,
+            clock=self._clock,
             recovery_timeout=redis_recovery_timeout,
         )
         self._flush_due = -math.inf
@@ -137,7 +140,8 @@ class SharedBudget(RetryBudget):
         with self._lock:
             calls, self._unsent = self._unsent, 0
             self._flush_due = self._clock.monotonic() + self._sync_interval
-        reply = self._script.run(self._key, (op, calls, *self._rules))
+        script = self._script
+        reply = script.run(script.call(self._key, (op, calls, *self._rules)))
         if reply is None and calls:
             with self._lock:
                 self._bucket(int(self._clock.monotonic()))[1] += calls
