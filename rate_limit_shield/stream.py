@@ -23,8 +23,18 @@ if TYPE_CHECKING:
 else:
     _Proxy = wrapt.ObjectProxy
 
-__all__ = ["PLAIN", "SYNC", "ASYNC", "END", "KINDS", "OnEnd", "Track"]
-__all__ += ["kind_of", "first_item", "afirst_item"]
+__all__ = [
+    "PLAIN",
+    "SYNC",
+    "ASYNC",
+    "END",
+    "KINDS",
+    "OnEnd",
+    "Track",
+    "kind_of",
+    "first_item",
+    "afirst_item",
+]
 
 PLAIN, SYNC, ASYNC = 1, 2, 3  # all true, so that `KINDS.get(cls) or kind_of(cls)` works
 END: Any = object()
