@@ -26,7 +26,17 @@ from .breaker import CircuitBreaker, Permit
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import CircuitOpen, RateLimited, ShieldError, add_note
-from .events import GAVE_UP, REJECTED, RETRY, SUCCEEDED, THROTTLED, Event, Listener, emit
+from .events import (
+    GAVE_UP,
+    REJECTED,
+    RETRY,
+    SUCCEEDED,
+    THROTTLED,
+    Event,
+    Listener,
+    emit,
+    logger,
+)
 from .limiter import Cost, Limiter, Reservation
 from .outcome import SUCCESS, Classifier, DefaultClassifier, Outcome, Verdict
 from .retry import RetryBudget, RetryPolicy
@@ -57,6 +67,15 @@ _FAILURE = Outcome.FAILURE
 _ONE_REQUEST: Cost = {"requests": 1}
 _PLAIN: tuple[float, Cost] = (math.inf, 1)  # no deadline, a cost of one request
 _UNGATED: tuple[Permit | None, Reservation | None] = (None, None)  # no breaker, no limiter
+_ROUNDING = 1e-9  # seconds of float rounding forgiven when comparing times
+
+
+class _CutOff(Exception):
+    """The call's deadline cut an attempt off: carries the `TimeoutError` to raise."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class Shield:
@@ -248,13 +267,15 @@ class Shield:
             )
             try:
                 if reservation is not None and reservation.delay > 0.0:
+                    ready = clock.monotonic() + reservation.delay
                     clock.sleep(reservation.delay)
-                    while held := self._paused_for(deadline):  # a 429 came while it waited
+                    while held := self._paused_past(ready, deadline):  # a 429 came meanwhile
+                        ready = clock.monotonic() + held
                         clock.sleep(held)
                 if bulkhead is not None and not bulkhead.try_acquire():
                     bulkhead.acquire(self._slot_wait(deadline))
-            except BaseException:
-                self._abandon(permit, reservation, cost)
+            except BaseException as stopped:
+                self._abandon(permit, reservation, cost, stopped, attempt, error)
                 raise
             started = clock.monotonic() if self._timed else 0.0
             held = False
@@ -271,7 +292,7 @@ class Shield:
                 error = exc
                 verdict = self._classifier.classify_error(exc)
             except BaseException:
-                self._abandon(permit, reservation, cost)
+                self._interrupted(permit)
                 raise
             else:
                 error = None
@@ -286,7 +307,7 @@ class Shield:
                         took = clock.monotonic() - started if self._timed else 0.0
                         breaker.record(permit, _SUCCESS, took)
                     if guide is not None and kind not in guide.skip:
-                        guide(_SUCCESS, result)
+                        self._learn(_SUCCESS, result)
                     if reservation is not None or attempt > 1:
                         self._after_success(reservation, result, attempt)
                     return result
@@ -327,14 +348,16 @@ class Shield:
                 permit, reservation = self._admit(cost, deadline, attempt, error)
             try:
                 if reservation is not None and reservation.delay > 0.0:
+                    ready = clock.monotonic() + reservation.delay
                     await clock.asleep(reservation.delay)
-                    # A 429 came while it waited (a remote limiter's pause is its server's).
-                    while not self._remote and (held := self._paused_for(deadline)):
+                    # A 429 came meanwhile (a remote limiter's pause is its server's).
+                    while not self._remote and (held := self._paused_past(ready, deadline)):
+                        ready = clock.monotonic() + held
                         await clock.asleep(held)
                 if bulkhead is not None and not bulkhead.try_acquire():
                     await bulkhead.aacquire(self._slot_wait(deadline))
-            except BaseException:
-                self._abandon(permit, reservation, cost)
+            except BaseException as stopped:
+                self._abandon(permit, reservation, cost, stopped, attempt, error)
                 raise
             started = clock.monotonic() if self._timed else 0.0
             held = False
@@ -342,24 +365,23 @@ class Shield:
                 if deadline == math.inf:
                     result = await fn(*args, **kwargs)
                 else:
-                    result = await asyncio.wait_for(fn(*args, **kwargs), self._left(deadline))
+                    result = await self._until(fn(*args, **kwargs), deadline)
                 if (KINDS.get(type(result)) or kind_of(type(result))) is ASYNC:
                     first = afirst_item(cast(AsyncIterator[Any], result))
-                    first = await (
-                        first
-                        if deadline == math.inf
-                        else asyncio.wait_for(first, self._left(deadline))
-                    )
+                    first = await (first if deadline == math.inf else self._until(first, deadline))
                     if first is not END:
                         held = True
                         return self._hold(
                             GuardedAsyncStream, result, first, permit, reservation, started, attempt
                         )
+            except _CutOff as cut:  # by the deadline: no evidence against the provider
+                self._interrupted(permit)
+                raise self._cut_off(cut.error, attempt)  # noqa: B904 - asyncio chained it
             except Exception as exc:
                 error = exc
                 verdict = self._classifier.classify_error(exc)
             except BaseException:
-                self._abandon(permit, reservation, cost)
+                self._interrupted(permit)
                 raise
             else:
                 error = None
@@ -374,7 +396,7 @@ class Shield:
                         took = clock.monotonic() - started if self._timed else 0.0
                         breaker.record(permit, _SUCCESS, took)
                     if guide is not None and kind not in guide.skip:
-                        guide(_SUCCESS, result)
+                        self._learn(_SUCCESS, result)
                     if reservation is not None or attempt > 1:
                         self._after_success(reservation, result, attempt)
                     return result
@@ -482,15 +504,58 @@ class Shield:
         assert self._bulkhead is not None
         return max(0.0, min(self._bulkhead.max_wait, deadline - self._clock.monotonic()))
 
-    def _abandon(self, permit: Permit | None, reservation: Reservation | None, cost: Cost) -> None:
-        """The attempt never completed (cancelled or interrupted): give back what it holds."""
-        if permit is not None and self._breaker is not None:
-            self._breaker.release(permit)
+    def _paused_past(self, ready: float, deadline: float) -> float:
+        """What is left of a pause that outlasts `ready`, the time a waiter has already waited
+        for: a 429 that came while it waited. A pause within that wait holds it no longer, so a
+        clock that does not move (freezegun) never keeps a waiter sleeping; a pause that
+        outlasts the deadline gives up at once, with `RateLimited`."""
+        held = self._paused_for(deadline)
+        return held if self._clock.monotonic() + held > ready + _ROUNDING else 0.0
+
+    def _abandon(
+        self,
+        permit: Permit | None,
+        reservation: Reservation | None,
+        cost: Cost,
+        stopped: BaseException,
+        attempt: int,
+        last_error: BaseException | None,
+    ) -> None:
+        """The attempt stopped before the function started (refused, cancelled or interrupted
+        while it waited): give back what it holds, and tell of a refusal."""
         if self._limiter is not None:
             if reservation is None:
                 self._limiter.refund(cost)
             else:
                 self._limiter.cancel(reservation)
+        self._refused(permit, stopped, attempt, last_error)
+
+    def _interrupted(self, permit: Permit | None) -> None:
+        """The attempt was cut short after the function started: its request may be out, so
+        its rate permit and token estimate stay spent; the breaker permit (a half-open probe
+        too) comes back, since an interruption is no verdict on the provider."""
+        if permit is not None and self._breaker is not None:
+            self._breaker.release(permit)
+
+    async def _until(self, awaitable: Awaitable[T], deadline: float) -> T:
+        """Await `awaitable` until the deadline; raises `_CutOff` if the deadline cut it off
+        (a timeout the awaitable raised itself, before the deadline, goes through as it is)."""
+        left = self._left(deadline)
+        loop = asyncio.get_running_loop()
+        cut_at = loop.time() + left
+        try:
+            return await asyncio.wait_for(awaitable, left)
+        except asyncio.TimeoutError as error:
+            if loop.time() >= cut_at:
+                raise _CutOff(error) from None
+            raise
+
+    def _cut_off(self, error: BaseException, attempt: int) -> BaseException:
+        """The deadline cut attempt `attempt` off: say so on the error, and tell."""
+        limit = f"{self._timeout:g}s " if self._timeout is not None else ""
+        add_note(error, f"rate-limit-shield: the call's {limit}deadline cut attempt {attempt} off")
+        self._emit(GAVE_UP, attempt, None, None, error)
+        return error
 
     def _left(self, deadline: float) -> float:
         return deadline - self._clock.monotonic()
@@ -510,7 +575,7 @@ class Shield:
         The call's duration, for slow-call accounting, is the wait for the first item.
         """
         duration = self._duration(started)
-        usage = self._usage if reservation is not None else None
+        usage = self._usage_of if reservation is not None and self._usage is not None else None
 
         def on_end(error: BaseException | None, last: Any) -> BaseException | None:
             return self._end_stream(permit, reservation, attempt, duration, error, last)
@@ -555,8 +620,7 @@ class Shield:
         outcome, hint, replacement = self._classifier.classify_error(error)
         if permit is not None and breaker is not None:
             breaker.record(permit, outcome, duration)
-        if self._guide is not None:
-            self._guide(outcome, error)
+        self._learn(outcome, error)
         self._throttled(outcome, hint, attempt, error)
         raised = replacement if replacement is not None else error
         self._give_up(raised, attempt, outcome, "the stream failed after delivering items")
@@ -569,9 +633,27 @@ class Shield:
     def _after_success(self, reservation: Reservation | None, result: Any, attempt: int) -> None:
         """Settle the rate reservation from the result's usage; tell of a success after retries."""
         if self._usage is not None and reservation is not None:
-            self._settle(reservation, self._usage(result))
+            self._settle(reservation, self._usage_of(result))
         if attempt > 1:
             self._emit(SUCCEEDED, attempt, None, _SUCCESS, None)
+
+    def _usage_of(self, subject: Any) -> Cost | None:
+        """The real cost a result or stream item reports; None (keep the estimate) when reading
+        it fails: a request that went out and succeeded is never turned into an error."""
+        assert self._usage is not None
+        try:
+            return self._usage(subject)
+        except Exception:
+            _warn_once(self.name, "usage", subject)
+            return None
+
+    def _learn(self, outcome: Outcome, subject: Any) -> None:
+        """Let the guide learn from an outcome's headers; one it cannot read teaches nothing."""
+        if self._guide is not None:
+            try:
+                self._guide(outcome, subject)
+            except Exception:
+                _warn_once(self.name, "rate-limit headers", subject)
 
     def _settle(self, reservation: Reservation, actual: Cost | None) -> None:
         if actual is not None and self._limiter is not None:
@@ -602,13 +684,12 @@ class Shield:
         outcome, hint, replacement = verdict
         if permit is not None and self._breaker is not None:
             self._breaker.record(permit, outcome, self._duration(started))
-        if self._guide is not None:
-            self._guide(outcome, subject)
+        self._learn(outcome, subject)
         if reservation is not None and self._usage is not None:
             # A rejected result says what it spent; a refused request (429, 4xx, quota gone)
             # spent no tokens; a failure (5xx, timeout) may have, so it keeps the estimate.
             if error is None:
-                self._settle(reservation, self._usage(subject))
+                self._settle(reservation, self._usage_of(subject))
             elif outcome is not _FAILURE:
                 self._settle(reservation, _ONE_REQUEST)
         self._throttled(outcome, hint, attempt, error)
@@ -693,3 +774,24 @@ class Shield:
             f"Shield(name={self.name!r}, limiter={self._limiter!r}, "
             f"breaker={self._breaker!r}, retry={self._retry!r}, bulkhead={self._bulkhead!r})"
         )
+
+
+_WARNED: set[tuple[str, str, type]] = set()
+_WARNED_MAX = 1024  # keys, readings and classes told of; past it, the rest are told each time
+
+
+def _warn_once(key: str, reading: str, subject: object) -> None:
+    """Log, once per key, reading and class, that reading a result failed (with the error)."""
+    told = (key, reading, type(subject))
+    if told in _WARNED:
+        return
+    if len(_WARNED) < _WARNED_MAX:
+        _WARNED.add(told)
+    logger.warning(
+        "rate_limit_shield: [%s] could not read the %s of a %s; the call's result is returned "
+        "as it is and the reserved estimate is kept",
+        key or "?",
+        reading,
+        type(subject).__name__,
+        exc_info=True,
+    )
