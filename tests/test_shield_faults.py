@@ -149,6 +149,36 @@ def test_a_throttled_call_goes_on_under_a_frozen_clock(
     assert 2.0 <= sum(slept) <= 4.0 + 1e-9
 
 
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_shielded_function_throttled_with_a_429_goes_on_under_a_frozen_clock(
+    driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rate_limit_shield as rls
+
+    with freezegun.freeze_time("2026-01-01", tick=False, real_asyncio=True):
+        slept = frozen_sleeps(monkeypatch)
+        registry = rls.Registry()
+        registry.configure({"default": {"rpm": 60, "retry": {"attempts": 3}}})
+        answers = iter([Throttled(), "ok"])
+
+        def answer() -> str:
+            given = next(answers)
+            if isinstance(given, Exception):
+                raise given
+            return given
+
+        @rls.shielded(model="gpt-4o", registry=registry)
+        def complete() -> str:
+            return answer()
+
+        @rls.shielded(model="gpt-4o", registry=registry)
+        async def acomplete() -> str:
+            return answer()
+
+        assert (complete() if driver == "sync" else asyncio.run(acomplete())) == "ok"
+    assert 2.0 <= sum(slept) <= 4.0 + 1e-9
+
+
 def test_a_rate_wait_goes_on_under_a_frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     with freezegun.freeze_time("2026-01-01", tick=False):
         slept = frozen_sleeps(monkeypatch)
