@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 import socket
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
@@ -147,11 +149,15 @@ class _Request(NamedTuple):
 
 
 class _Reply(NamedTuple):
+    """An answer; a paced stream sends `body` at once, then each of `paced` `interval` later."""
+
     status: int
     headers: Headers
     body: bytes
     delay: float = 0.0
     content_type: str = "application/json"
+    paced: tuple[bytes, ...] = ()
+    interval: float = 0.0
 
 
 class _Completion(NamedTuple):
@@ -178,8 +184,31 @@ class _Script:
 _ANSWERS = ("fail", "quota", "context", "throttle")
 
 
+def _length_range(completion_tokens: object) -> tuple[int, int]:
+    """`completion_tokens` as the (shortest, longest) answer: a fixed length is a range of one."""
+    bounds = completion_tokens if isinstance(completion_tokens, tuple) else (completion_tokens,) * 2
+    if (
+        len(bounds) == 2
+        and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+        and 1 <= bounds[0] <= bounds[1]
+    ):
+        return bounds[0], bounds[1]
+    raise ValueError(
+        f"completion_tokens: {completion_tokens!r} must be a length of at least 1, "
+        "or a (shortest, longest) pair of them"
+    )
+
+
 def _dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _stream_parts(head: bytes, tokens: list[bytes], tail: bytes) -> list[bytes]:
+    """A stream as it is generated: `head` at once, then one part per token, `tail` with the
+    last one."""
+    parts = [head, *tokens]
+    parts[-1] += tail
+    return parts
 
 
 def _positive_int(body: dict[str, Any], key: str) -> int | None:
@@ -299,7 +328,7 @@ class _OpenAI:
             }
         )
 
-    def stream(self, answer: _Completion, *, broken: bool) -> bytes:
+    def stream(self, answer: _Completion, *, broken: bool) -> list[bytes]:
         request = answer.request
         head: dict[str, Any] = {
             "id": f"chatcmpl-{answer.ident}",
@@ -316,16 +345,16 @@ class _OpenAI:
         def delta(index: int, content: dict[str, str], finish: str | None = None) -> bytes:
             return chunk([{"index": index, "delta": content, "finish_reason": finish}])
 
-        chunks = [delta(i, {"role": "assistant", "content": ""}) for i in range(request.choices)]
+        roles = [delta(i, {"role": "assistant", "content": ""}) for i in range(request.choices)]
         if broken:
-            return chunks[0] + b"data: " + self.outage(500) + b"\n\n"
+            return [roles[0] + b"data: " + self.outage(500) + b"\n\n"]
+        tokens: list[bytes] = []
         for index in range(request.choices):
-            chunks += [delta(index, {"content": word}) for word in answer.words]
-            chunks.append(delta(index, {}, "length" if answer.cut else "stop"))
-        if request.include_usage:
-            chunks.append(chunk([], usage=self._usage(answer)))
-        chunks.append(b"data: [DONE]\n\n")
-        return b"".join(chunks)
+            words = [delta(index, {"content": word}) for word in answer.words]
+            words[-1] += delta(index, {}, "length" if answer.cut else "stop")
+            tokens += words
+        usage = chunk([], usage=self._usage(answer)) if request.include_usage else b""
+        return _stream_parts(b"".join(roles), tokens, usage + b"data: [DONE]\n\n")
 
 
 class _Anthropic:
@@ -411,31 +440,27 @@ class _Anthropic:
     def completion(self, answer: _Completion) -> bytes:
         return _dumps(self._message(answer, done=True))
 
-    def stream(self, answer: _Completion, *, broken: bool) -> bytes:
+    def stream(self, answer: _Completion, *, broken: bool) -> list[bytes]:
         def event(kind: str, **data: Any) -> bytes:
             return f"event: {kind}\ndata: ".encode() + _dumps({"type": kind, **data}) + b"\n\n"
 
         start = event("message_start", message=self._message(answer, done=False))
         if broken:
             error = {"type": "overloaded_error", "message": _OUTAGE_MESSAGES[529]}
-            return start + event("error", error=error)
+            return [start + event("error", error=error)]
         block = {"type": "text", "text": ""}
-        return b"".join(
+        end = event(
+            "message_delta",
+            delta={"stop_reason": self._stop_reason(answer), "stop_sequence": None},
+            usage={"output_tokens": len(answer.words)},
+        )
+        return _stream_parts(
+            start + event("content_block_start", index=0, content_block=block),
             [
-                start,
-                event("content_block_start", index=0, content_block=block),
-                *(
-                    event("content_block_delta", index=0, delta={"type": "text_delta", "text": w})
-                    for w in answer.words
-                ),
-                event("content_block_stop", index=0),
-                event(
-                    "message_delta",
-                    delta={"stop_reason": self._stop_reason(answer), "stop_sequence": None},
-                    usage={"output_tokens": len(answer.words)},
-                ),
-                event("message_stop"),
-            ]
+                event("content_block_delta", index=0, delta={"type": "text_delta", "text": w})
+                for w in answer.words
+            ],
+            event("content_block_stop", index=0) + end + event("message_stop"),
         )
 
 
@@ -457,8 +482,9 @@ class FakeProvider:
     continuously at amount/`per_seconds` on `clock.monotonic()` (pass a `FakeClock` and
     `advance()` it to refill at once). `requests` costs 1 per request; `tokens` (OpenAI's TPM)
     prompt + max_tokens; `input_tokens` / `output_tokens` (Anthropic's ITPM / OTPM) the prompt /
-    max_tokens. All given buckets apply to both APIs; a request is admitted by all or refused
-    by all, and its charge is then settled to the real usage (refunding unused max_tokens).
+    max_tokens; a request without max_tokens is charged its answer's real length. All given
+    buckets apply to both APIs; a request is admitted by all or refused by all, and its charge
+    is then settled to the real usage (refunding unused max_tokens).
     A refused request is a 429 with the API's body, `retry-after` (whole seconds rounded up)
     and `retry-after-ms`; a request bigger than a bucket is a 429 without them. Every answer to
     a model carries the rate-limit headers of its buckets (OpenAI: `x-ratelimit-{limit,
@@ -466,9 +492,14 @@ class FakeProvider:
     `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`,
     reset as the RFC 3339 time of a full bucket) and a request id.
 
-    Answers: prompt tokens follow `prompt_tokens()`; each choice has min(max_tokens,
-    `completion_tokens`) tokens, "ok" words (finish "length" / "max_tokens" when cut short).
-    `stream=True` sends the API's real SSE sequence in one body with a Content-Length.
+    Answers: prompt tokens follow `prompt_tokens()`; each choice has min(max_tokens, length)
+    tokens, "ok" words (finish "length" / "max_tokens" when cut short), where the length is
+    `completion_tokens`, or, for a (shortest, longest) pair, drawn uniformly from that range
+    for each request the buckets see by `random.Random(seed)`.
+    `stream=True` sends the API's real SSE sequence in one body with a Content-Length; with
+    `stream_pace` (tokens per second), as a model generates it: the first event at once, then
+    each token's event 1/stream_pace seconds after the last on `clock`, and the end with the
+    last token; `stop` cuts a stream under way short.
     Anything but POST to the two paths is a 404, a body that is not a JSON object or lacks a
     field the API requires a 400.
 
@@ -495,7 +526,9 @@ class FakeProvider:
         input_tokens: float | None = None,
         output_tokens: float | None = None,
         per_seconds: float = 60.0,
-        completion_tokens: int = 16,
+        completion_tokens: int | tuple[int, int] = 16,
+        seed: int | None = None,
+        stream_pace: float | None = None,
         clock: Clock | None = None,
     ) -> None:
         amounts = {
@@ -509,11 +542,13 @@ class FakeProvider:
                 raise ValueError(f"{name}: {amount!r} must be a positive amount or None")
         if not per_seconds > 0:
             raise ValueError(f"per_seconds: {per_seconds!r} must be positive")
-        if isinstance(completion_tokens, bool) or completion_tokens < 1:
-            raise ValueError(f"completion_tokens: {completion_tokens!r} must be at least 1")
+        if stream_pace is not None and not 0 < stream_pace < math.inf:
+            raise ValueError(f"stream_pace: {stream_pace!r} must be a positive number or None")
         self._limits = {unit: float(a) for unit, a in amounts.items() if a is not None}
         self._per_seconds = float(per_seconds)
-        self._completion_tokens = completion_tokens
+        self._lengths = _length_range(completion_tokens)
+        self._random = random.Random(seed)
+        self._stream_pace = stream_pace
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self._lock = threading.Lock()
         self._buckets: dict[str, dict[str, _Bucket]] = {}
@@ -786,7 +821,8 @@ class FakeProvider:
         scripted = self._take(_ANSWERS, dialect.path, request.model)
         if scripted is not None:
             return self._scripted(dialect, request, scripted, dialect.limit_headers(buckets, wall))
-        per_choice = min(request.max_tokens or self._completion_tokens, self._completion_tokens)
+        length = self._random.randint(*self._lengths)
+        per_choice = min(request.max_tokens or length, length)
         charges = self._charges(
             request.prompt_tokens, (request.max_tokens or per_choice) * request.choices
         )
@@ -810,13 +846,23 @@ class FakeProvider:
             ident=ident,
             created=int(wall),
             words=["ok" if i == 0 else " ok" for i in range(per_choice)],
-            cut=per_choice < self._completion_tokens,
+            cut=per_choice < length,
         )
         headers = dialect.limit_headers(buckets, wall)
-        if request.stream:
-            body = dialect.stream(answer, broken=broken)
-            return _Reply(200, headers, body, content_type="text/event-stream; charset=utf-8")
-        return _Reply(200, headers, dialect.completion(answer))
+        if not request.stream:
+            return _Reply(200, headers, dialect.completion(answer))
+        parts = dialect.stream(answer, broken=broken)
+        events = "text/event-stream; charset=utf-8"
+        if self._stream_pace is None:
+            return _Reply(200, headers, b"".join(parts), content_type=events)
+        return _Reply(
+            200,
+            headers,
+            parts[0],
+            content_type=events,
+            paced=tuple(parts[1:]),
+            interval=1 / self._stream_pace,
+        )
 
     def _buckets_of(self, model: str, now: float) -> dict[str, _Bucket]:
         """The model's buckets refilled to `now`, made full on the model's first request."""
@@ -882,6 +928,17 @@ class FakeProvider:
         message = f"Rate limit reached for {request.model}. Please try again later."
         hints = _retry_after_headers(script.arg)
         return _Reply(429, [*hints, *headers], dialect.throttled("requests", message))
+
+    def _write_paced(self, write: Callable[[bytes], object], reply: _Reply) -> None:
+        """Write each paced part `interval` after the previous one on the provider's clock, by
+        deadlines, so that late wake-ups do not add up. `stop` ends it by closing the connection:
+        the next write fails."""
+        started = self._clock.monotonic()
+        for count, part in enumerate(reply.paced, 1):
+            wait = started + count * reply.interval - self._clock.monotonic()
+            if wait > 0:
+                self._clock.sleep(wait)
+            write(part)
 
     def _opened(self, connection: socket.socket, handler: threading.Thread) -> None:
         with self._lock:
@@ -949,8 +1006,9 @@ class _Handler(BaseHTTPRequestHandler):
         if "Transfer-Encoding" in self.headers or not length.isdigit():
             self.send_header("Connection", "close")  # a body left unread ends the connection
         self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
+        self.send_header("Content-Length", str(len(reply.body) + sum(map(len, reply.paced))))
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(reply.body)
+        provider._write_paced(self.wfile.write, reply)

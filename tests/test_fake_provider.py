@@ -117,6 +117,35 @@ def test_openai_max_tokens_cuts_the_answer_and_n_multiplies_it(sdk: Clients) -> 
     assert completion.usage.completion_tokens == 6
 
 
+def test_answer_lengths_are_drawn_per_request_from_a_seeded_range(sdk: Clients) -> None:
+    def lengths(seed: int, completion_tokens: tuple[int, int]) -> list[int]:
+        with FakeProvider(completion_tokens=completion_tokens, seed=seed) as provider:
+            client = sdk.of(provider).openai
+            completions = [chat(client).parse() for _ in range(12)]
+        for completion in completions:
+            assert completion.choices[0].finish_reason == "stop"
+            words = completion.choices[0].message.content.split()
+            assert len(words) == completion.usage.completion_tokens
+        return [completion.usage.completion_tokens for completion in completions]
+
+    drawn = lengths(1, (10, 500))
+    assert all(10 <= length <= 500 for length in drawn)
+    assert len(set(drawn)) > 1
+    assert lengths(1, (10, 500)) == drawn
+    assert lengths(2, (10, 500)) != drawn
+    assert set(lengths(1, (2, 3))) == {2, 3}  # both ends included
+
+
+def test_max_tokens_cuts_a_drawn_length(sdk: Clients) -> None:
+    with FakeProvider(completion_tokens=(20, 30), seed=5) as provider:
+        client = sdk.of(provider).openai
+        cut = chat(client, max_tokens=5).parse()
+        whole = chat(client, max_tokens=100).parse()
+    assert (cut.choices[0].finish_reason, cut.usage.completion_tokens) == ("length", 5)
+    assert whole.choices[0].finish_reason == "stop"
+    assert 20 <= whole.usage.completion_tokens <= 30
+
+
 def test_anthropic_message_parses_with_the_documented_usage(sdk: Clients) -> None:
     with FakeProvider(completion_tokens=4) as provider:
         client = sdk.of(provider).anthropic
@@ -229,6 +258,27 @@ def test_openai_tokens_are_charged_up_front_and_settled_to_usage(
         clock.advance(6)
         assert chat(client, max_tokens=80).parse().usage.total_tokens == 23
     assert provider.tokens_charged == 46
+
+
+def test_a_request_without_max_tokens_is_charged_its_real_answer(
+    sdk: Clients, clock: FakeClock
+) -> None:
+    with FakeProvider(tokens=10_000, completion_tokens=(10, 500), seed=3, clock=clock) as provider:
+        client = sdk.of(provider).openai
+        plain = chat(client)
+        chunks = list(
+            client.chat.completions.create(
+                model="gpt-4o", messages=HELLO, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        after = chat(client)
+    first = plain.parse().usage.total_tokens
+    streamed = chunks[-1].usage.total_tokens
+    last = after.parse().usage.total_tokens
+    assert first != streamed
+    assert plain.headers["x-ratelimit-remaining-tokens"] == str(10_000 - first)
+    assert after.headers["x-ratelimit-remaining-tokens"] == str(10_000 - first - streamed - last)
+    assert provider.tokens_charged == first + streamed + last
 
 
 def test_a_request_larger_than_a_bucket_gets_no_retry_hint(sdk: Clients, clock: FakeClock) -> None:
@@ -529,6 +579,82 @@ def test_async_streams_parse_in_both_sdks() -> None:
         assert asyncio.run(read(provider)) == ("ok ok", "ok ok")
 
 
+class GatedClock(FakeClock):
+    """A FakeClock whose every sleep first waits for the test to open the gate once: what the
+    server writes before a sleep is all a client can have read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Semaphore(0)
+
+    def sleep(self, seconds: float) -> None:
+        if not self.gate.acquire(timeout=10):
+            raise TimeoutError("the test never opened the gate")
+        super().sleep(seconds)
+
+
+def test_a_paced_stream_is_written_a_token_at_a_time_on_the_clock(sdk: Clients) -> None:
+    clock = GatedClock()
+    with FakeProvider(completion_tokens=3, stream_pace=20, clock=clock) as provider:
+        stream = sdk.of(provider).openai.chat.completions.create(
+            model="m", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+        first = next(stream)  # sent before the first pause
+        assert first.choices[0].delta.role == "assistant"
+        clock.gate.release()
+        assert next(stream).choices[0].delta.content == "ok"
+        assert clock.sleeps == [pytest.approx(0.05)]
+        clock.gate.release(2)
+        rest = list(stream)
+    assert [chunk.choices[0].delta.content for chunk in rest[:2]] == [" ok", " ok"]
+    assert rest[-2].choices[0].finish_reason == "stop"
+    assert rest[-1].usage.completion_tokens == 3
+    assert clock.sleeps == pytest.approx([0.05] * 3)
+    assert clock.monotonic() == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_a_paced_stream_reads_as_the_whole_one_does(sdk: Clients, api: str) -> None:
+    def read(pace: float | None) -> tuple[list[Any], list[float]]:
+        clock = FakeClock()
+        with FakeProvider(completion_tokens=4, stream_pace=pace, clock=clock) as provider:
+            client = sdk.of(provider)
+            stream: Any = (
+                client.openai.chat.completions.create(
+                    model="m",
+                    messages=HELLO,
+                    n=2,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+                if api == "openai"
+                else client.anthropic.messages.create(
+                    model="c", max_tokens=9, messages=HELLO, stream=True
+                )
+            )
+            return [event.model_dump() for event in stream], clock.sleeps
+
+    whole, no_sleeps = read(None)
+    paced, sleeps = read(10)
+    assert paced == whole
+    assert no_sleeps == []
+    tokens = 2 * 4 if api == "openai" else 4
+    assert sleeps == pytest.approx([0.1] * tokens)
+
+
+def test_stop_cuts_a_paced_stream_short(sdk: Clients) -> None:
+    provider = FakeProvider(completion_tokens=1000, stream_pace=5).start()  # 200 s at 5/s
+    stream = sdk.of(provider).openai.chat.completions.create(
+        model="m", messages=HELLO, stream=True
+    )
+    next(stream)
+    started = time.monotonic()
+    provider.stop()
+    assert time.monotonic() - started < 5  # one 0.2 s pause at most, with room to spare
+    with pytest.raises(openai.APIConnectionError):  # the body ended before its length
+        list(stream)
+
+
 def test_openai_stream_error_fails_after_the_first_chunk(sdk: Clients) -> None:
     with FakeProvider() as provider:
         client = sdk.of(provider).openai
@@ -728,6 +854,14 @@ def test_a_stopped_provider_can_start_again_and_not_twice(sdk: Clients) -> None:
         ({"input_tokens": float("nan")}, "input_tokens"),
         ({"per_seconds": 0}, "per_seconds"),
         ({"completion_tokens": 0}, "completion_tokens"),
+        ({"completion_tokens": (0, 5)}, "completion_tokens"),
+        ({"completion_tokens": (5, 4)}, "completion_tokens"),
+        ({"completion_tokens": (1, 2, 3)}, "completion_tokens"),
+        ({"completion_tokens": (1.5, 3)}, "completion_tokens"),
+        ({"completion_tokens": True}, "completion_tokens"),
+        ({"stream_pace": 0}, "stream_pace"),
+        ({"stream_pace": float("inf")}, "stream_pace"),
+        ({"stream_pace": float("nan")}, "stream_pace"),
     ],
 )
 def test_bad_settings_are_value_errors_naming_them(options: dict[str, Any], named: str) -> None:
