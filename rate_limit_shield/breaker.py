@@ -13,6 +13,20 @@ generation: a late result (a slow call begun while closed that ends after the br
 or a call begun before `reset()`) is dropped, so it can neither close a half-open breaker nor be
 counted twice. In the half-open state every current permit is a probe holding a slot.
 
+Probes outlive their round: when one probe fails and the breaker re-opens, the others of that
+round are still at the recovering service, so each keeps its slot until it ends, and a later
+round admits only the slots left: at no moment are more than `half_open_max_calls` probes in
+flight. A late probe's success is stale (it was sent before the last failure proved the service
+not yet recovered): it frees its slot and counts for nothing. Its failure (or slowness), ending
+in a later half-open round, is a call to the service that failed during recovery: it re-opens
+that round, as a current probe's would; while the breaker is open it only frees the slot.
+Closing (after enough probes succeeded, `reset()` or `disable()`) ends the episode and forgets
+the probes still in flight; `force_open()` keeps counting them until `reset()`.
+
+The open time lasts as long from now as it can: when the clock steps back (freezegun's
+`move_to` into the past, or leaving a `freeze_time` block), an open time that would end later
+than the longest opening allows ends one open time from the step instead.
+
 The breaker never sleeps and never holds its lock while the user's function runs: the pipeline
 calls `acquire`, runs the function, then `record` (or `release` if the call never completed).
 """
@@ -185,7 +199,7 @@ class CircuitBreaker:
     __slots__ = (
         "_busy_retry_after", "_clock", "_closed_gen", "_consecutive", "_disabled",
         "_failure_rate", "_gen", "_listeners", "_lock", "_max_recovery_timeout", "_min_calls",
-        "_open_timeout", "_open_until", "_probe_successes", "_probes_in_flight",
+        "_earlier_probes", "_open_timeout", "_open_until", "_probe_successes", "_probes_in_flight",
         "_slow_call_duration", "_slow_call_rate", "_state", "_window",
         "failure_threshold", "half_open_max_calls", "name", "recovery_timeout",
     )  # fmt: skip
@@ -274,7 +288,8 @@ class CircuitBreaker:
         self._consecutive = 0
         self._open_until = 0.0
         self._open_timeout = recovery_timeout
-        self._probes_in_flight = 0
+        self._probes_in_flight = 0  # of the current generation
+        self._earlier_probes: dict[Permit, int] = {}  # generation -> its probes still in flight
         self._probe_successes = 0
         self._disabled = False
 
@@ -326,7 +341,7 @@ class CircuitBreaker:
                 "window_calls": window.calls if window is not None else None,
                 "window_failures": window.failures if window is not None else None,
                 "window_slow_calls": window.slow if window is not None else None,
-                "probes_in_flight": self._probes_in_flight,
+                "probes_in_flight": self._probes_locked(),
                 "probe_successes": self._probe_successes,
                 "open_until": self._open_until if self._state is _OPEN else None,
                 "retry_after": self._retry_after_locked(now),
@@ -380,8 +395,7 @@ class CircuitBreaker:
         if permit == self._closed_gen:
             return
         with self._lock:
-            if self._state is _HALF_OPEN and permit == self._gen and self._probes_in_flight:
-                self._probes_in_flight -= 1
+            self._end_probe_locked(permit)
 
     # --- the seed's interface ----------------------------------------------------------------
 
@@ -431,7 +445,7 @@ class CircuitBreaker:
             verdict: Permit | CircuitOpen
             if state is _CLOSED:
                 verdict = self._gen
-            elif state is _HALF_OPEN and self._probes_in_flight < self.half_open_max_calls:
+            elif state is _HALF_OPEN and self._probes_locked() < self.half_open_max_calls:
                 self._probes_in_flight += 1
                 verdict = self._gen
             else:
@@ -487,22 +501,27 @@ class CircuitBreaker:
         )
 
     def _record_probe(self, permit: Permit, outcome: Outcome, duration: float) -> None:
+        """Count a result outside the closed state: see the module's docstring for late probes."""
+        failed = outcome is _FAILURE or (
+            outcome is _SUCCESS and duration >= self._slow_call_duration
+        )
         change = None
         with self._lock:
-            if self._state is not _HALF_OPEN or permit != self._gen:
-                return  # a late result: its generation is over
-            if self._probes_in_flight:
-                self._probes_in_flight -= 1
-            if outcome is _FAILURE or (
-                outcome is _SUCCESS and duration >= self._slow_call_duration
-            ):
-                change = self._reopen_locked()
-            elif outcome is _SUCCESS:
-                self._probe_successes += 1
-                if self._probe_successes >= self.half_open_max_calls:
-                    change = self._close_locked()
-        if change is not None:
-            self._notify(change)
+            current = permit == self._gen
+            if not self._end_probe_locked(permit):
+                return  # no probe: a late result of a closed period, or from before a close
+            # a late probe can end after the open time, before anyone asked: half-open first
+            half_opened = self._half_open_if_due_locked(self._clock.monotonic())
+            if self._state is _HALF_OPEN:  # while (forced) open, freeing the slot was all
+                if failed:
+                    change = self._reopen_locked()
+                elif current and outcome is _SUCCESS:
+                    self._probe_successes += 1
+                    if self._probe_successes >= self.half_open_max_calls:
+                        change = self._close_locked()
+        for happened in (half_opened, change):
+            if happened is not None:
+                self._notify(happened)
 
     def _current_permit(self) -> Permit:
         """The permit of the current generation, for the seed's permit-less record calls."""
@@ -516,18 +535,46 @@ class CircuitBreaker:
             self._notify(change)
         return permit
 
+    def _probes_locked(self) -> int:
+        """Probes in flight: this round's and those of earlier rounds that have not ended."""
+        return self._probes_in_flight + sum(self._earlier_probes.values())
+
+    def _end_probe_locked(self, permit: Permit) -> bool:
+        """Free the slot of the probe `permit` let through, of this round or an earlier one.
+
+        False when `permit` holds no slot: a call of a closed period, or one from before a close.
+        """
+        if permit == self._gen:
+            if self._state is not _HALF_OPEN:
+                return False
+            if self._probes_in_flight:  # the seed's record calls need not have taken a slot
+                self._probes_in_flight -= 1
+            return True
+        earlier = self._earlier_probes
+        left = earlier.get(permit, 0)
+        if left > 1:
+            earlier[permit] = left - 1
+        elif left:
+            del earlier[permit]
+        return left > 0
+
     def _retry_after_locked(self, now: float) -> float | None:
         state = self._state
         if state is _OPEN:
             return None if self._open_until == math.inf else self._open_until - now
-        if state is _HALF_OPEN and self._probes_in_flight >= self.half_open_max_calls:
+        if state is _HALF_OPEN and self._probes_locked() >= self.half_open_max_calls:
             return self._busy_retry_after
         return 0.0
 
     def _half_open_if_due_locked(self, now: float) -> Change | None:
-        if self._state is not _OPEN or now < self._open_until:
+        if self._state is not _OPEN:
             return None
-        self._probes_in_flight = self._probe_successes = 0
+        until = self._open_until
+        if now < until:
+            longest = self._max_recovery_timeout or self.recovery_timeout
+            if until - now > longest and until != math.inf:  # the clock stepped back
+                self._open_until = now + self._open_timeout
+            return None
         return self._move_locked(_HALF_OPEN)
 
     def _reopen_locked(self) -> Change | None:
@@ -541,7 +588,8 @@ class CircuitBreaker:
         return self._move_locked(_OPEN)
 
     def _close_locked(self) -> Change | None:
-        self._consecutive = self._probes_in_flight = self._probe_successes = 0
+        self._consecutive = self._probes_in_flight = 0
+        self._earlier_probes.clear()
         self._open_timeout = self.recovery_timeout
         if self._window is not None:
             self._window.clear()
@@ -550,8 +598,15 @@ class CircuitBreaker:
         return change
 
     def _move_locked(self, new: State) -> Change | None:
-        """Start a new generation in state `new`; the change to report, if the state changed."""
+        """Start a new generation in state `new`; the change to report, if the state changed.
+
+        The probes of the ending generation still in flight keep their slots as earlier probes.
+        """
         old = self._state
+        if self._probes_in_flight:
+            self._earlier_probes[self._gen] = self._probes_in_flight
+            self._probes_in_flight = 0
+        self._probe_successes = 0
         self._state = new
         self._gen = Permit(self._gen + 1)
         self._closed_gen = _NOT_CLOSED

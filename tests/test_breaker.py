@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 
@@ -353,6 +354,268 @@ def test_a_probe_result_after_reset_is_dropped() -> None:
     assert breaker.snapshot()["consecutive_failures"] == 0
 
 
+# --- probes across rounds ---------------------------------------------------------------------
+
+
+def reopened_with_probes_in_flight(
+    clock: FakeClock, max_calls: int, **kwargs: object
+) -> tuple[CircuitBreaker, list[Permit]]:
+    """A breaker whose first round of `max_calls` probes saw one fail; the others still run."""
+    breaker = half_opened(clock, half_open_max_calls=max_calls, recovery_timeout=10.0, **kwargs)
+    failing, *running = [breaker.acquire() for _ in range(max_calls)]
+    breaker.record(failing, FAILURE)
+    assert breaker.state is State.OPEN
+    return breaker, running
+
+
+def admitted(breaker: CircuitBreaker, tries: int) -> list[Permit]:
+    permits = []
+    for _ in range(tries):
+        with contextlib.suppress(CircuitOpen):
+            permits.append(breaker.acquire())
+    return permits
+
+
+def test_probes_of_an_earlier_round_still_in_flight_hold_their_slots() -> None:
+    clock = FakeClock()
+    breaker, running = reopened_with_probes_in_flight(clock, 3)
+    clock.advance(10.0)
+    new = admitted(breaker, 3)
+    assert len(running) + len(new) == 3  # not 2 + 3 probes at the recovering service
+    assert breaker.snapshot()["probes_in_flight"] == 3
+    breaker.record(running[0], SUCCESS)  # a slot comes free as an earlier probe ends
+    assert len(admitted(breaker, 3)) == 1
+    assert clock.sleeps == []  # the breaker decides; it never waits
+
+
+def test_a_late_success_from_an_earlier_round_frees_its_slot_but_does_not_count() -> None:
+    clock = FakeClock()
+    breaker, (late,) = reopened_with_probes_in_flight(clock, 2)
+    clock.advance(10.0)
+    (fresh,) = admitted(breaker, 2)
+    breaker.record(late, SUCCESS)
+    breaker.record(fresh, SUCCESS)
+    snap = breaker.snapshot()
+    assert snap["state"] is State.HALF_OPEN  # one fresh success of the two needed
+    assert snap["probe_successes"] == 1 and snap["probes_in_flight"] == 0
+    call(breaker, SUCCESS)
+    assert breaker.state is State.CLOSED
+
+
+def test_a_late_failure_from_an_earlier_round_reopens_a_later_round() -> None:
+    clock = FakeClock()
+    breaker, (late,) = reopened_with_probes_in_flight(clock, 2, max_recovery_timeout=80.0)
+    assert breaker.retry_after == 20.0
+    clock.advance(20.0)
+    (fresh,) = admitted(breaker, 2)
+    breaker.record(late, FAILURE)
+    assert breaker.state is State.OPEN
+    assert breaker.retry_after == 40.0  # the third opening in a row
+    breaker.record(fresh, SUCCESS)  # its round is over: stale
+    clock.advance(40.0)
+    assert breaker.snapshot()["probes_in_flight"] == 0
+    assert len(admitted(breaker, 3)) == 2
+
+
+def test_a_late_slow_success_from_an_earlier_round_reopens_like_a_failure() -> None:
+    clock = FakeClock()
+    breaker, (late,) = reopened_with_probes_in_flight(clock, 2, slow_call_duration=5.0)
+    clock.advance(10.0)
+    breaker.record(late, SUCCESS, 10.5)
+    assert breaker.state is State.OPEN
+
+
+def test_a_late_probe_ending_while_still_open_only_frees_its_slot() -> None:
+    clock = FakeClock()
+    breaker, (late, other) = reopened_with_probes_in_flight(clock, 3)
+    breaker.record(late, FAILURE)
+    breaker.release(other)
+    assert breaker.retry_after == 10.0  # the same opening, not a longer one
+    assert breaker.snapshot()["probes_in_flight"] == 0
+    clock.advance(10.0)
+    assert len(admitted(breaker, 4)) == 3
+
+
+@pytest.mark.parametrize("outcome", [THROTTLED, IGNORED])
+def test_a_late_throttled_or_ignored_probe_only_frees_its_slot(outcome: Outcome) -> None:
+    clock = FakeClock()
+    breaker, (late,) = reopened_with_probes_in_flight(clock, 2)
+    clock.advance(10.0)
+    breaker.record(late, outcome)
+    snap = breaker.snapshot()
+    assert snap["state"] is State.HALF_OPEN and snap["probes_in_flight"] == 0
+    assert len(admitted(breaker, 3)) == 2
+
+
+def test_each_late_probe_frees_exactly_one_slot() -> None:
+    clock = FakeClock()
+    breaker, running = reopened_with_probes_in_flight(clock, 3)
+    clock.advance(10.0)
+    (fresh,) = admitted(breaker, 1)
+    breaker.release(running[0])
+    breaker.record(running[1], THROTTLED)
+    snap = breaker.snapshot()
+    assert snap["probes_in_flight"] == 1  # only the fresh probe, counted once
+    assert len(admitted(breaker, 3)) == 2
+    breaker.release(fresh)
+    assert breaker.snapshot()["probes_in_flight"] == 2
+
+
+@pytest.mark.parametrize("manual", ["reset", "disable"])
+def test_reset_or_disable_forgets_the_probes_in_flight(manual: str) -> None:
+    clock = FakeClock()
+    breaker, running = reopened_with_probes_in_flight(clock, 3)
+    clock.advance(10.0)
+    fresh = admitted(breaker, 1)
+    getattr(breaker, manual)()
+    assert breaker.state is State.CLOSED
+    for permit in running + fresh:
+        breaker.record(permit, FAILURE)  # from before the change: counted nowhere
+    snap = breaker.snapshot()
+    assert snap["probes_in_flight"] == 0 and snap["consecutive_failures"] == 0
+    breaker.reset()
+    call(breaker, FAILURE)
+    clock.advance(10.0)
+    assert len(admitted(breaker, 4)) == 3  # a new episode: every slot is free
+
+
+def test_force_open_keeps_probes_in_flight_counted_until_reset() -> None:
+    clock = FakeClock()
+    breaker, running = reopened_with_probes_in_flight(clock, 3)
+    clock.advance(10.0)
+    (fresh,) = admitted(breaker, 1)
+    breaker.force_open()
+    breaker.record(running[0], SUCCESS)
+    breaker.record(fresh, FAILURE)
+    snap = breaker.snapshot()
+    assert snap["forced_open"] is True and snap["state"] is State.OPEN
+    assert snap["probes_in_flight"] == 1 and snap["retry_after"] is None
+    breaker.reset()
+    assert breaker.snapshot()["probes_in_flight"] == 0
+    breaker.record(running[1], FAILURE)
+    assert breaker.state is State.CLOSED
+
+
+class RecoveringService:
+    """Holds the probes sent to it until `let_go` and records the most it held at once; the first
+    probe of each round to be answered fails, so the breaker re-opens with the others running."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_flight = self.peak = 0
+        self.let_go = threading.Event()
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+
+def probe_round(
+    breaker: CircuitBreaker, service: RecoveringService, callers: int
+) -> tuple[list[threading.Thread], threading.Event, list[Permit]]:
+    """`callers` threads ask for a probe at once; the round's first probe fails, the rest hang."""
+    start, everyone_asked = threading.Barrier(callers), threading.Barrier(callers)
+    failed = threading.Event()
+    lock, first_answer = threading.Lock(), threading.Lock()
+    probes: list[Permit] = []
+
+    def caller() -> None:
+        start.wait(timeout=10)
+        try:
+            permit: Permit | None = breaker.acquire()
+        except CircuitOpen:
+            permit = None
+        if permit is not None:
+            service.enter()  # the request is out
+            with lock:
+                probes.append(permit)
+        everyone_asked.wait(timeout=10)
+        if permit is None:
+            return
+        first = first_answer.acquire(blocking=False)
+        if not first:
+            service.let_go.wait(timeout=10)
+        service.leave()
+        breaker.record(permit, FAILURE if first else SUCCESS)
+        if first:
+            failed.set()
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    return threads, failed, probes
+
+
+def test_threads_never_put_more_than_n_probes_at_a_recovering_service() -> None:
+    clock = FakeClock()
+    breaker = half_opened(clock, half_open_max_calls=3, recovery_timeout=10.0)
+    service = RecoveringService()
+    threads: list[threading.Thread] = []
+    admitted_per_round = []
+    for _ in range(4):
+        callers, failed, probes = probe_round(breaker, service, 32)
+        threads += callers
+        assert failed.wait(timeout=10)
+        admitted_per_round.append(len(probes))
+        clock.advance(10.0)
+    service.let_go.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert service.peak <= 3
+    assert admitted_per_round == [3, 1, 1, 1]  # two probes of the first round hang throughout
+    snap = breaker.snapshot()
+    assert snap["state"] is State.HALF_OPEN  # their late successes closed nothing
+    assert snap["probes_in_flight"] == 0 and snap["probe_successes"] == 0
+
+
+Step = tuple[str, int]
+STEPS = st.one_of(
+    st.tuples(st.just("acquire"), st.just(0)),
+    st.tuples(st.sampled_from(["success", "failure", "throttled", "release"]), st.integers(0, 7)),
+    st.tuples(st.just("advance"), st.sampled_from([1, 10, 20])),
+    st.tuples(st.sampled_from(["reset", "force_open", "disable"]), st.just(0)),
+)
+ENDINGS = {"success": SUCCESS, "failure": FAILURE, "throttled": THROTTLED}
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(STEPS, max_size=60), max_calls=st.integers(1, 3))
+def test_probes_in_flight_never_exceed_the_limit_nor_go_negative(
+    steps: list[Step], max_calls: int
+) -> None:
+    """Model: a probe counts from its admission until it ends, unless the breaker closed since."""
+    clock = FakeClock()
+    breaker = half_opened(clock, half_open_max_calls=max_calls, recovery_timeout=10.0)
+    closes = [0]
+    breaker.add_listener(lambda old, new: closes.__setitem__(0, closes[0] + (new is State.CLOSED)))
+    running: list[tuple[Permit, int | None]] = []  # permit, closes seen when admitted as a probe
+    for what, arg in steps:
+        if what == "acquire":
+            probing = breaker.state is State.HALF_OPEN
+            with contextlib.suppress(CircuitOpen):
+                running.append((breaker.acquire(), closes[0] if probing else None))
+        elif what == "advance":
+            clock.advance(arg)
+        elif what in ("reset", "force_open", "disable"):
+            getattr(breaker, what)()
+            if what == "reset":
+                closes[0] += 1  # a reset closes even when no change is reported
+        elif running:
+            permit, _ = running.pop(arg % len(running))
+            if what == "release":
+                breaker.release(permit)
+            else:
+                breaker.record(permit, ENDINGS[what])
+        counted = sum(episode == closes[0] for _, episode in running)
+        assert counted <= max_calls
+        assert breaker.snapshot()["probes_in_flight"] == counted
+
+
 # --- manual control ---------------------------------------------------------------------------
 
 
@@ -463,6 +726,48 @@ def test_works_with_freezegun_and_the_system_clock() -> None:
         assert breaker.retry_after == pytest.approx(0.5)
         frozen.tick(0.5)
         assert breaker.state is State.HALF_OPEN
+
+
+def test_cool_down_follows_freezegun_move_to() -> None:
+    with freeze_time("2024-01-01 12:00:00") as frozen:
+        breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=30.0)
+        call(breaker, FAILURE)
+        frozen.move_to("2024-01-01 12:00:29")
+        assert breaker.state is State.OPEN
+        assert breaker.retry_after == pytest.approx(1.0)
+        frozen.move_to("2024-01-01 12:00:30")
+        call(breaker, SUCCESS)  # the probe
+        assert breaker.state is State.CLOSED
+
+
+def test_a_clock_stepping_back_never_stretches_an_open_time() -> None:
+    with freeze_time("2024-01-01 12:00:00") as frozen:
+        breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=30.0)
+        call(breaker, FAILURE)
+        frozen.tick(10.0)
+        frozen.move_to("2023-01-01 12:00:00")  # a year back
+        assert breaker.retry_after == pytest.approx(30.0)  # one open time from the step
+        frozen.tick(29.0)
+        assert breaker.state is State.OPEN
+        frozen.tick(1.0)
+        assert breaker.state is State.HALF_OPEN
+
+
+def test_a_breaker_opened_under_freeze_time_recovers_after_the_block() -> None:
+    with freeze_time("2024-01-01"):
+        breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=30.0)
+        call(breaker, FAILURE)
+    # The real monotonic clock is decades behind the frozen one: the open time must not be.
+    retry_after = breaker.retry_after
+    assert retry_after is not None and 0 < retry_after <= 30.0
+
+
+def test_a_forced_opening_survives_a_clock_stepping_back() -> None:
+    with freeze_time("2024-01-01 12:00:00") as frozen:
+        breaker = CircuitBreaker(recovery_timeout=30.0)
+        breaker.force_open()
+        frozen.move_to("2023-01-01 12:00:00")
+        assert breaker.retry_after is None and breaker.state is State.OPEN
 
 
 def test_threads_hitting_half_open_let_exactly_n_through_at_once() -> None:
