@@ -3,7 +3,9 @@ share one quota, one pause, one breaker verdict."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import graphlib
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +13,16 @@ import pytest
 from redis_server import RedisServer
 
 import rate_limit_shield as rls
+import rate_limit_shield.backends.redis as redis_backend
 from rate_limit_shield import Registry
 from rate_limit_shield.backends.redis import (
     BackendUnavailable,
     RedisBackend,
     RedisLimiter,
+    SharedBreaker,
+    SharedBudget,
     from_url,
 )
-from rate_limit_shield.backends.redis_breaker import SharedBreaker
-from rate_limit_shield.backends.redis_budget import SharedBudget
 from rate_limit_shield.testing import FakeClock
 
 
@@ -119,3 +122,40 @@ def test_local_keeps_calls_going_while_redis_is_down(own_redis_server: RedisServ
     call = rls.shielded(model="m", registry=registry)(lambda: "sent")
     own_redis_server.kill()
     assert [call() for _ in range(3)] == ["sent"] * 3
+
+
+def package_imports(package: Path) -> dict[str, set[str]]:
+    """For each module of `package`, the modules of the package it imports (at any level of the
+    code, under TYPE_CHECKING too); `__init__` stands for the package itself."""
+    modules = {path.stem for path in package.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module in modules:
+        imported = graph.setdefault(module, set())
+        for node in ast.walk(ast.parse((package / f"{module}.py").read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level != 1:
+                continue
+            if node.module is not None:
+                imported.add(node.module.split(".")[0])
+            else:  # `from . import x`: the module x, or a name of the package's __init__
+                names = {alias.name for alias in node.names}
+                imported |= names & modules or {"__init__"}
+    return graph
+
+
+def test_the_redis_package_has_no_import_circle() -> None:
+    graph = package_imports(Path(redis_backend.__file__).parent)
+    assert {"_connection", "_script", "limiter", "breaker", "budget"} <= graph.keys()
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # CycleError if any
+    # The shared parts sit below their three users, the backend above them.
+    for user in ("limiter", "breaker", "budget"):
+        assert "_script" in graph[user]
+        assert order.index("_script") < order.index(user) < order.index("backend")
+    assert graph["_connection"] == set()
+
+
+def test_the_redis_backend_is_importable_from_backends() -> None:
+    from rate_limit_shield.backends import RedisBackend
+
+    assert RedisBackend is redis_backend.RedisBackend
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        _ = rls.backends.Nothing  # type: ignore[attr-defined]

@@ -135,12 +135,17 @@ def test_importing_the_package_does_not_need_redis() -> None:
         "import rate_limit_shield, rate_limit_shield.backends\n"
         "try:\n    import rate_limit_shield.backends.redis\n"
         "except ImportError:\n    print('optional')\n"
+        "try:\n    from rate_limit_shield.backends import RedisBackend\n"
+        "except ImportError as error:\n    print(error)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "optional"
+    assert done.stdout.splitlines() == [
+        "optional",
+        "Redis needs redis-py: pip install 'rate-limit-shield[redis]'",
+    ]
 
 
 def test_without_a_server_ci_fails_and_elsewhere_skips(

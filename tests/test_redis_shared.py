@@ -40,9 +40,12 @@ except ImportError:  # the server fixtures fail in CI; elsewhere say why nothing
         raise
     pytest.skip("redis-py is not installed (pip install redis)", allow_module_level=True)
 
-from rate_limit_shield.backends.redis import from_url
-from rate_limit_shield.backends.redis_breaker import PROBE_TTL_FACTOR, SharedBreaker
-from rate_limit_shield.backends.redis_budget import SharedBudget
+from rate_limit_shield.backends.redis import (
+    PROBE_TTL_FACTOR,
+    SharedBreaker,
+    SharedBudget,
+    from_url,
+)
 
 approx = pytest.approx
 SUCCESS, FAILURE, THROTTLED = Outcome.SUCCESS, Outcome.FAILURE, Outcome.THROTTLED

@@ -3,22 +3,26 @@ every process that uses the same server.
 
 A backend makes the limiters of the registry's model keys; `configure(backend=...)` takes None
 (in memory), a ``redis://`` URL, a redis-py client, or a backend object. Redis support needs the
-`redis` extra and is imported only when asked for.
+`redis` extra and is imported only when asked for (`RedisBackend` here too, at first use).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from types import ModuleType
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..clock import Clock
 from ..errors import ConfigError
 from ..limiter import Limit, Limiter
 
+if TYPE_CHECKING:
+    from .redis import RedisBackend
+
 __all__ = ["Backend", "MemoryBackend", "MEMORY", "backend_from"]
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_NEEDS_REDIS = "Redis needs redis-py: pip install 'rate-limit-shield[redis]'"
 
 
 @runtime_checkable
@@ -67,7 +71,16 @@ def _redis() -> ModuleType:
     try:
         from . import redis
     except ImportError as error:  # pragma: no cover - depends on what is installed
-        raise ConfigError(
-            "backend: Redis needs redis-py: pip install 'rate-limit-shield[redis]'"
-        ) from error
+        raise ConfigError(f"backend: {_NEEDS_REDIS}") from error
     return redis
+
+
+def __getattr__(name: str) -> type[RedisBackend]:
+    """`RedisBackend`, imported when first asked for: redis-py is an optional extra."""
+    if name != "RedisBackend":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        from .redis import RedisBackend
+    except ImportError as error:
+        raise ImportError(_NEEDS_REDIS) from error
+    return RedisBackend

@@ -10,7 +10,7 @@ The closed fast path stays in memory: a process reads the fleet's state at most 
 `sync_interval`, on a call that finds the interval over, and publishes an opening at once.
 Redis failures never reach the call: the breaker falls back to its in-memory behaviour, warns
 once per outage, and follows the fleet again when Redis answers. The Redis side of that rule is
-`backends.redis.GuardedScript`, the rate limiter's and the shared retry budget's too.
+`GuardedScript`, the rate limiter's and the shared retry budget's too.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any, NamedTuple
 
 import redis
 
-from ..breaker import _HALF_OPEN, _OPEN, Change, CircuitBreaker, Permit, State
-from ..clock import Clock
-from ..errors import CircuitOpen, ConfigError
-from ..limiter import _check_positive
-from ..outcome import Outcome
-from .redis import GuardedScript
+from ...breaker import _HALF_OPEN, _OPEN, Change, CircuitBreaker, Permit, State
+from ...clock import Clock
+from ...errors import CircuitOpen
+from ...limiter import _check_positive
+from ...outcome import Outcome
+from ._script import GuardedScript, check_sync_interval, fleet_key
 
 __all__ = ["SharedBreaker", "BREAKER_SCRIPT", "PROBE_TTL_FACTOR"]
 
@@ -133,20 +133,6 @@ _RESULTS = {Outcome.SUCCESS: b"success", Outcome.FAILURE: b"failure"}
 """What a probe's outcome tells the fleet; any other outcome only frees the lease."""
 
 
-def _fleet_key(prefix: str, name: str, what: str) -> bytes:
-    """The Redis key of `what` for key `name`: `{prefix:name}:what`, whose braces (a Cluster hash
-    tag) keep every key of one model on one node, the rate limiter's too."""
-    if not isinstance(prefix, str) or not prefix:
-        raise ConfigError(f"prefix must be a non-empty string, got {prefix!r}")
-    return f"{{{prefix}:{name}}}:{what}".encode()
-
-
-def _check_sync_interval(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ConfigError(f"sync_interval must be a finite number of seconds >= 0, got {value!r}")
-    return float(value)
-
-
 class _Fleet(NamedTuple):
     """The fleet's state as the script reports it."""
 
@@ -182,7 +168,7 @@ class SharedBreaker(CircuitBreaker):
     Redis again after `redis_recovery_timeout` seconds; an opening it could not publish is
     published then, if its open time is not over. A `reset()` while Redis is away is local.
     Script calls go out as the rate limiter's do (see `GuardedScript`): use a client that fails
-    fast (`backends.redis.from_url`).
+    fast (`from_url`).
     """
 
     __slots__ = (
@@ -229,8 +215,8 @@ class SharedBreaker(CircuitBreaker):
             probe_ttl = PROBE_TTL_FACTOR * recovery_timeout
         _check_positive("probe_ttl", probe_ttl)
         _check_positive("redis_recovery_timeout", redis_recovery_timeout)
-        self._keys = (_fleet_key(prefix, name, "breaker"), _fleet_key(prefix, name, "probes"))
-        self._sync_interval = _check_sync_interval(sync_interval)
+        self._keys = (fleet_key(prefix, name, "breaker"), fleet_key(prefix, name, "probes"))
+        self._sync_interval = check_sync_interval(sync_interval)
         self._probe_ttl = float(probe_ttl)
         self._probe_rules = (
             half_open_max_calls,
@@ -355,8 +341,8 @@ class SharedBreaker(CircuitBreaker):
             if current and fleet.verdict == "leased":
                 self._leases.append((lease, fleet.episode))
                 return permit
+            self._end_probe_locked(permit)  # its slot, whatever round it belongs to by now
             if current:
-                self._probes_in_flight = max(0, self._probes_in_flight - 1)
                 change = self._adopt_locked(fleet, now)
             closed = self._closed_gen
             busy = fleet.verdict == "busy"
@@ -399,10 +385,10 @@ class SharedBreaker(CircuitBreaker):
     def _follow(self, fleet: _Fleet, gen: Permit, *, probe: bool = False) -> None:
         """Adopt the fleet's state, unless this process changed state since it asked."""
         with self._lock:
+            if probe:
+                self._end_probe_locked(gen)  # its slot, whatever round it belongs to by now
             if self._gen != gen:
                 return
-            if probe:
-                self._probes_in_flight = max(0, self._probes_in_flight - 1)
             change = self._adopt_locked(fleet, self._clock.monotonic())
         if change is not None:
             self._notify(change)

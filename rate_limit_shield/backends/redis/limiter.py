@@ -6,55 +6,35 @@ is a single EVALSHA of `SCRIPT`, which takes the time from the Redis server: cli
 disagree cannot over-admit, and the arithmetic is the in-memory one. The local clock only sleeps.
 
 A decision costs little more than the round trip: the script runs three commands (TIME, GET,
-SET) on binary doubles, its request is encoded ahead but for its numbers, and on a plain
-redis-py client it goes out on a connection held for script calls rather than through the
-client's command call, whose pool checks, retries and hooks cost more than the script.
+SET) on binary doubles, and its request is encoded ahead but for its numbers.
 
 When Redis does not answer, `on_backend_error` decides: "local" limits in memory at this
 process's share of each limit (learnt from the fleet's heartbeats) until Redis answers again,
-"allow" grants at once, "deny" raises `BackendUnavailable`. A breaker around Redis makes an
-outage cost one failed attempt per `recovery_timeout`, not one per call: `GuardedScript`, which
-the shared circuit breaker and the shared retry budget run their scripts through too. Settling,
-refunding, pausing and clamping never raise for a Redis failure: the call they follow has its
-outcome already. A script call cut short (a timeout, a cancelled task) may still have been
-applied on the server: such a cost stays charged, so that the error is always on the side of
-admitting less.
-
-Needs redis-py (the `redis` extra) and Redis >= 6 (SET KEEPTTL; scripts replicated by their
-effects).
+"allow" grants at once, "deny" raises `BackendUnavailable`. Settling, refunding, pausing and
+clamping never raise for a Redis failure: the call they follow has its outcome already. A script
+call cut short (a timeout, a cancelled task) may still have been applied on the server: such a
+cost stays charged, so that the error is always on the side of admitting less.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
-import inspect
-import logging
 import math
 import operator
 import os
-import select
-import socket
 import struct
-import threading
 import uuid
-import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from string import Template
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 import redis.asyncio
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
-from redis.retry import Retry
 
-from ..breaker import CircuitBreaker, Permit
-from ..clock import Clock
-from ..errors import CircuitOpen, ConfigError, ShieldError
-from ..limiter import (
+from ...clock import Clock
+from ...errors import ConfigError, ShieldError
+from ...limiter import (
     _ROUNDING,
     Cost,
     Limit,
@@ -64,17 +44,9 @@ from ..limiter import (
     _check_positive,
     _max_wait,
 )
-from ..outcome import Outcome
+from ._script import GuardedScript, ScriptCall, fleet_key
 
-if TYPE_CHECKING:  # they import this module: `RedisBackend` imports them when it makes one
-    from .redis_breaker import SharedBreaker
-    from .redis_budget import SharedBudget
-
-__all__ = [
-    "BackendUnavailable", "GuardedScript", "RedisBackend", "RedisLimiter", "SCRIPT", "from_url",
-]  # fmt: skip
-
-_log = logging.getLogger("rate_limit_shield")
+__all__ = ["BackendUnavailable", "RedisLimiter", "SCRIPT", "check_options"]
 
 _HEARTBEAT_EVERY = 5.0
 """Seconds between two heartbeats of one limiter; after three missed ones it leaves the fleet."""
@@ -214,296 +186,11 @@ return {reply, alive}
 
 _OPS = (b"reserve", b"shift", b"pause", b"floor", b"read")
 
-_Call = tuple[int, tuple[bytes, ...], bytes]
-"""A script call: the number of keys, the keys then the arguments, and the EVALSHA request that
-sends them, RESP-encoded."""
-
-
-def _bulk(word: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(word), word)
-
-
-def _word(value: bytes | float | str) -> bytes:
-    """`value` as redis-py sends a command's argument."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    return repr(value).encode()
-
 
 def _limit_id(limit: Limit) -> bytes:
     """The 8 bytes that name `limit` in the state: limiters that share a key share the limits of
     the same label, whatever others each has."""
     return hashlib.blake2b(str(limit).encode(), digest_size=8).digest()
-
-
-_LEND_ARGS: tuple[str, ...] = (
-    ("EVALSHA",)
-    if getattr(
-        inspect.signature(redis.ConnectionPool.get_connection).parameters.get("command_name"),
-        "default",
-        None,
-    )
-    is inspect.Parameter.empty
-    else ()
-)
-"""What `get_connection` takes: redis-py < 5.3 wants a command name, later ones warn at one."""
-
-
-def _exchange(connection: Any, request: bytes) -> Any:
-    connection.send_packed_command((request,))  # an iterable of chunks: bytes would give ints
-    return connection.read_response()
-
-
-def _readable(sock: socket.socket) -> Callable[[], object]:
-    """A check, without waiting, that `sock` has something to read (truthy if so)."""
-    if hasattr(select, "poll"):  # select() cannot watch a descriptor above 1023
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return functools.partial(poller.poll, 0)
-    return lambda: select.select((sock,), (), (), 0)[0]
-
-
-class _HeldConnection:
-    """One connection of a client's pool held for script calls: a request, its reply, nothing else.
-
-    Lending a connection and the client's command machinery (retries, hooks, metrics) cost more
-    than the script does on the server. As the pool does when it lends one, the connection is
-    checked before each call: readable means closed by the server (a restart, an idle timeout)
-    or out of step, and it goes back to the pool for one the pool checks; so does one found
-    disconnected (the pool was reset), and one that failed (redis-py has disconnected it).
-    A call that finds it busy (another thread's) borrows one from the pool for its time.
-    """
-
-    __slots__ = ("_connection", "_lock", "_pool", "_readable", "_socket")
-
-    def __init__(self, pool: redis.ConnectionPool) -> None:
-        self._pool = pool
-        self._lock = threading.Lock()
-        self._connection: Any = None
-        self._socket: object = None
-        self._readable: Callable[[], object] = bool
-
-    def send(self, request: bytes) -> Any:
-        """The reply to `request` (one RESP command); an error reply raises `ResponseError`."""
-        pool = self._pool
-        if not self._lock.acquire(blocking=False):
-            borrowed = pool.get_connection(*_LEND_ARGS)
-            try:
-                return _exchange(borrowed, request)
-            finally:
-                pool.release(borrowed)
-        try:
-            connection: Any = self._connection
-            sock = getattr(connection, "_sock", None)
-            if sock is None or sock is not self._socket or self._readable():
-                self._connection = None
-                if connection is not None:
-                    pool.release(connection)
-                connection = pool.get_connection(*_LEND_ARGS)
-                self._socket = sock = connection._sock
-                self._readable = _readable(sock)
-                self._connection = connection
-            try:
-                return _exchange(connection, request)
-            except redis.ResponseError:  # an error reply, read whole: the connection is in step
-                raise
-            except BaseException:
-                self._connection = None
-                pool.release(connection)
-                raise
-        finally:
-            self._lock.release()
-
-    def close(self) -> None:
-        """Give the connection back to the pool (its client is gone)."""
-        with self._lock:
-            connection, self._connection = self._connection, None
-        if connection is not None:
-            self._pool.release(connection)
-
-    def forget(self) -> None:
-        """In a forked child: the connection is the parent's socket, and the lock may be held."""
-        self._connection = None
-        self._lock = threading.Lock()
-
-
-_HELD: weakref.WeakKeyDictionary[redis.Redis, _HeldConnection] = weakref.WeakKeyDictionary()
-_PLAIN_EXECUTE = redis.Redis.execute_command
-
-
-def _held_connection(client: object) -> _HeldConnection | None:
-    """The connection held for `client`'s script calls; None for a client whose calls must go
-    through its methods: not a `redis.Redis` on a pool (a cluster, a single-connection client),
-    or one whose `execute_command` is overridden or wrapped (instrumentation sees each call)."""
-    if not isinstance(client, redis.Redis) or client.connection is not None:
-        return None
-    execute = type(client).execute_command
-    if execute is not _PLAIN_EXECUTE or hasattr(execute, "__wrapped__"):
-        return None
-    held = _HELD.get(client)
-    if held is None:
-        fresh = _HeldConnection(client.connection_pool)
-        held = _HELD.setdefault(client, fresh)
-        if held is fresh:
-            weakref.finalize(client, held.close)
-    return held
-
-
-def _forget_held_connections() -> None:
-    for held in list(_HELD.values()):
-        held.forget()
-
-
-os.register_at_fork(after_in_child=_forget_held_connections)
-
-
-class GuardedScript:
-    """A Lua script run on Redis behind a breaker of its own: the reply, or None when Redis is
-    unavailable (failed now, or lately: it is then left alone for `recovery_timeout` seconds, so
-    a dead server costs one attempt per interval, not one per call).
-
-    An outage is logged once, as a warning naming `what` the script serves and the `fallback`
-    meanwhile, and its end once. A script flushed from the server is loaded again in the same
-    call. Sync calls go out on the connection held for `client`'s script calls where it allows
-    one (see `_held_connection`), else through its methods; async ones on `aclient`, or as sync
-    ones in a thread without it. `error` is the last failure (None before any).
-    """
-
-    __slots__ = (
-        "_breaker", "_fallback", "_held", "_lock", "_outage", "_script", "_sha", "_what",
-        "aclient", "client", "error",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        script: str,
-        *,
-        aclient: redis.asyncio.Redis | None = None,
-        what: str,
-        fallback: str,
-        clock: Clock,
-        recovery_timeout: float,
-    ) -> None:
-        if isinstance(client, redis.asyncio.Redis) or not callable(
-            getattr(client, "evalsha", None)
-        ):
-            raise ConfigError(
-                f"client must be a synchronous redis client (redis.Redis), got {client!r}"
-            )
-        self.client = client
-        self.aclient = aclient
-        self.error: BaseException | None = None
-        self._held = _held_connection(client)
-        self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()
-        self._what = what
-        self._fallback = fallback
-        self._breaker = CircuitBreaker(
-            failure_threshold=1, recovery_timeout=recovery_timeout, clock=clock, name=what
-        )
-        self._lock = threading.Lock()
-        self._outage = False
-
-    @property
-    def available(self) -> bool:
-        """False from a failed call until the next one that Redis answers."""
-        return not self._outage
-
-    @property
-    def retry_after(self) -> float | None:
-        """Seconds until Redis is tried again after a failure; None when it is not left alone."""
-        return self._breaker.retry_after
-
-    def request(
-        self, keys: int, words: tuple[bytes, ...], more: int = 0, *, cached: bool = True
-    ) -> bytes:
-        """The RESP request of EVALSHA (or EVAL if not `cached`) on `keys` keys and the arguments
-        in `words`, but for `more` arguments that the caller appends, each as `_bulk(argument)`."""
-        script = (b"EVALSHA", self._sha.encode()) if cached else (b"EVAL", self._script.encode())
-        items = (*script, b"%d" % keys, *words)
-        return b"*%d\r\n" % (len(items) + more) + b"".join(map(_bulk, items))
-
-    def call(self, keys: tuple[bytes, ...], args: Iterable[bytes | float | str]) -> _Call:
-        """The script call on `keys` and `args`, encoded as redis-py encodes them."""
-        words = (*keys, *map(_word, args))
-        return len(keys), words, self.request(len(keys), words)
-
-    def run(self, call: _Call) -> Any:
-        """The script's reply to `call`, or None when Redis is unavailable."""
-        permit = self._permit()
-        if permit is None:
-            return None
-        try:
-            reply = self._evaluate(call)
-        except BaseException as error:
-            return self._failed(permit, error)
-        self._answered(permit)
-        return reply
-
-    async def arun(self, call: _Call) -> Any:
-        """`run` for asyncio: on `aclient`, or `run` in a thread without one."""
-        aclient = self.aclient
-        if aclient is None:
-            return await asyncio.to_thread(self.run, call)
-        permit = self._permit()
-        if permit is None:
-            return None
-        try:
-            try:
-                reply = await aclient.evalsha(self._sha, call[0], *call[1])
-            except NoScriptError:  # flushed or restarted: EVAL runs it and caches it again
-                reply = await aclient.eval(self._script, call[0], *call[1])
-        except BaseException as error:
-            return self._failed(permit, error)
-        self._answered(permit)
-        return reply
-
-    def _evaluate(self, call: _Call) -> Any:
-        """The reply to `call`: on the held connection, or through the client's methods."""
-        held = self._held
-        if held is None:
-            try:
-                return self.client.evalsha(self._sha, call[0], *call[1])
-            except NoScriptError:  # flushed or restarted: EVAL runs it and caches it again
-                return self.client.eval(self._script, call[0], *call[1])
-        try:
-            return held.send(call[2])
-        except NoScriptError:
-            return held.send(self.request(call[0], call[1], cached=False))
-
-    def _permit(self) -> Permit | None:
-        try:
-            return self._breaker.acquire()
-        except CircuitOpen:
-            return None
-
-    def _failed(self, permit: Permit, error: BaseException) -> None:
-        """After a call that raised: a Redis error opens the breaker and is warned of once per
-        outage, not once per call (the call's answer is None); anything else (a cancellation, a
-        bug) is not Redis's failure and goes on to the caller."""
-        if not isinstance(error, redis.RedisError):
-            self._breaker.release(permit)
-            raise error
-        self._breaker.record(permit, Outcome.FAILURE)
-        self.error = error
-        with self._lock:
-            first, self._outage = not self._outage, True
-        if first:
-            _log.warning(
-                "Redis is unavailable for %s (%s: %s); %s until it answers again",
-                self._what, type(error).__name__, error, self._fallback,
-            )  # fmt: skip
-
-    def _answered(self, permit: Permit) -> None:
-        self._breaker.record(permit, Outcome.SUCCESS)
-        if self._outage:
-            with self._lock:
-                back, self._outage = self._outage, False
-            if back:
-                _log.info("Redis answers again for %s", self._what)
 
 
 class BackendUnavailable(ShieldError):
@@ -573,7 +260,7 @@ class RedisLimiter(Limiter):
         recovery_timeout: float = 2.0,
     ) -> None:
         super().__init__(limits, clock=clock, name=name)
-        _check_options(prefix, on_backend_error, local_share, recovery_timeout)
+        check_options(prefix, on_backend_error, local_share, recovery_timeout)
         self._script = GuardedScript(
             client,
             SCRIPT,
@@ -585,7 +272,7 @@ class RedisLimiter(Limiter):
         )
         self._on_backend_error = on_backend_error
         self._local_share = None if local_share is None else float(local_share)
-        self._keys = (f"{{{prefix}:{name}}}:rate".encode(), f"{{{prefix}:{name}}}:fleet".encode())
+        self._keys = (fleet_key(prefix, name, "rate"), fleet_key(prefix, name, "fleet"))
         self._ids = b"".join(map(_limit_id, self.limits))
         self._numbers = struct.Struct(f"<{1 + 2 * len(self.limits)}d")
         # Each op's request but for its numbers, their header included (their size is fixed).
@@ -657,7 +344,7 @@ class RedisLimiter(Limiter):
         floors[index] = seconds
         self._send(self._args(b"floor", 0.0, floors))
 
-    def _send(self, call: _Call, then: Callable[[Any], None] | None = None) -> None:
+    def _send(self, call: ScriptCall, then: Callable[[Any], None] | None = None) -> None:
         """Run `call` now, or as a task on `aclient` inside a running event loop; `then` gets
         the reply."""
         try:
@@ -756,14 +443,14 @@ class RedisLimiter(Limiter):
 
     def _args(
         self, op: bytes, param: float, amounts: Iterable[float], member: bytes = b""
-    ) -> _Call:
+    ) -> ScriptCall:
         """The script call of `op` (see `SCRIPT`); only the numbers are encoded anew."""
         numbers = self._numbers.pack(param, *amounts, *self._taus)
         if member:
             return self._script.call(self._keys, (op, self._ids, numbers, member))
         return 1, (self._keys[0], op, self._ids, numbers), self._prefixes[op] + numbers + b"\r\n"
 
-    def _reserve_call(self, cost: Cost, max_wait: float) -> tuple[tuple[float, ...], _Call]:
+    def _reserve_call(self, cost: Cost, max_wait: float) -> tuple[tuple[float, ...], ScriptCall]:
         """The increments of `cost` and the script call that reserves them (with a heartbeat
         every few seconds, from which the fleet size and so the local share are learnt)."""
         if max_wait != max_wait:
@@ -829,7 +516,9 @@ class RedisLimiter(Limiter):
             raise self._refusal(result)
         return result
 
-    def _finish_call(self, reservation: Reservation, actual: tuple[float, ...]) -> _Call | None:
+    def _finish_call(
+        self, reservation: Reservation, actual: tuple[float, ...]
+    ) -> ScriptCall | None:
         """Settle `reservation` at `actual` once: in memory if it is held there, else the
         script call that settles it on Redis (None when there is nothing to do)."""
         if not isinstance(reservation, _Held) or reservation._limiter is not self:
@@ -845,7 +534,7 @@ class RedisLimiter(Limiter):
             return None
         return self._args(b"shift", 0.0, map(operator.sub, actual, reserved))
 
-    def _refund_call(self, cost: Cost) -> tuple[tuple[float, ...], _Call]:
+    def _refund_call(self, cost: Cost) -> tuple[tuple[float, ...], ScriptCall]:
         increments = self._increments(cost, name="refund", check_capacity=False)
         return increments, self._args(b"shift", 0.0, [-increment for increment in increments])
 
@@ -856,94 +545,14 @@ class RedisLimiter(Limiter):
             with self._lock:
                 self._shift_locked([-increment / share for increment in increments])
 
-    def _pause_call(self, seconds: float) -> _Call:
+    def _pause_call(self, seconds: float) -> ScriptCall:
         """Pause in memory too (the fallback honours it), and the script call for Redis."""
         seconds = _amount(seconds, "seconds")
         super().pause(seconds)
         return self._args(b"pause", seconds, self._zeros)
 
 
-class RedisBackend:
-    """Makes each model key's `RedisLimiter` on one Redis: `configure(backend="redis://...")`.
-
-    The options are `RedisLimiter`'s, checked here at once rather than at a key's first use.
-    """
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        aclient: redis.asyncio.Redis | None = None,
-        *,
-        prefix: str = "rls",
-        on_backend_error: str = "local",
-        local_share: float | None = None,
-        recovery_timeout: float = 2.0,
-    ) -> None:
-        if isinstance(client, redis.asyncio.Redis):
-            raise ConfigError(
-                f"backend: {client!r} is an asyncio client, which cannot serve synchronous "
-                "calls; pass a redis:// URL, or a sync client (and the asyncio one as aclient)"
-            )
-        _check_options(prefix, on_backend_error, local_share, recovery_timeout)
-        self.client = client
-        self.aclient = aclient
-        self._prefix = prefix
-        self._on_backend_error = on_backend_error
-        self._local_share = local_share
-        self._recovery_timeout = recovery_timeout
-
-    @classmethod
-    def from_url(cls, url: str) -> RedisBackend:
-        """A backend on the fail-fast clients of `from_url(url)`."""
-        client, aclient = from_url(url)
-        return cls(client, aclient)
-
-    def limiter(self, limits: Iterable[Limit], *, clock: Clock, name: str) -> RedisLimiter:
-        return RedisLimiter(
-            limits,
-            client=self.client,
-            aclient=self.aclient,
-            name=name,
-            prefix=self._prefix,
-            clock=clock,
-            on_backend_error=self._on_backend_error,
-            local_share=self._local_share,
-            recovery_timeout=self._recovery_timeout,
-        )
-
-    def shared_breaker(
-        self, options: Mapping[str, Any], *, clock: Clock, name: str
-    ) -> SharedBreaker:
-        """The breaker of a policy with `breaker.shared`: its state is the fleet's."""
-        from .redis_breaker import SharedBreaker
-
-        return SharedBreaker(
-            **options,
-            client=self.client,
-            prefix=self._prefix,
-            redis_recovery_timeout=self._recovery_timeout,
-            clock=clock,
-            name=name,
-        )
-
-    def shared_budget(self, options: Mapping[str, Any], *, clock: Clock, name: str) -> SharedBudget:
-        """The retry budget of a policy with `retry.budget.shared`: it counts fleet-wide."""
-        from .redis_budget import SharedBudget
-
-        return SharedBudget(
-            **options,
-            client=self.client,
-            prefix=self._prefix,
-            redis_recovery_timeout=self._recovery_timeout,
-            clock=clock,
-            name=name,
-        )
-
-    def __repr__(self) -> str:
-        return f"RedisBackend({self.client!r}, prefix={self._prefix!r})"
-
-
-def _check_options(
+def check_options(
     prefix: str, on_backend_error: str, local_share: float | None, recovery_timeout: float
 ) -> None:
     if not isinstance(prefix, str) or not prefix:
@@ -957,16 +566,3 @@ def _check_options(
     ):
         raise ConfigError(f"local_share must be a number in (0, 1] or None, got {local_share!r}")
     _check_positive("recovery_timeout", recovery_timeout)
-
-
-def from_url(url: str) -> tuple[redis.Redis, redis.asyncio.Redis]:
-    """A sync and an async client for `url` that fail fast: 0.25 s timeouts, no retries.
-
-    A limiter falls back at once rather than hold the call; options in the URL's query
-    string (`?socket_timeout=1`) take precedence over these.
-    """
-    fast: dict[str, Any] = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}
-    return (
-        redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **fast),
-        redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **fast),
-    )

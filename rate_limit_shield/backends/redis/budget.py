@@ -14,11 +14,10 @@ from typing import Any
 
 import redis
 
-from ..clock import Clock
-from ..limiter import _check_positive
-from ..retry import RetryBudget
-from .redis import GuardedScript
-from .redis_breaker import _check_sync_interval, _fleet_key
+from ...clock import Clock
+from ...limiter import _check_positive
+from ...retry import RetryBudget
+from ._script import GuardedScript, check_sync_interval, fleet_key
 
 __all__ = ["SharedBudget", "BUDGET_SCRIPT"]
 
@@ -95,8 +94,8 @@ class SharedBudget(RetryBudget):
     ) -> None:
         super().__init__(ratio, min_per_second, window=window, clock=clock)
         self.name = name
-        self._key = (_fleet_key(prefix, name, "budget"),)
-        self._sync_interval = _check_sync_interval(sync_interval)
+        self._key = (fleet_key(prefix, name, "budget"),)
+        self._sync_interval = check_sync_interval(sync_interval)
         _check_positive("redis_recovery_timeout", redis_recovery_timeout)
         self._rules = (self.ratio, self.min_per_second * self.window, int(self.window))
         self._script = GuardedScript(

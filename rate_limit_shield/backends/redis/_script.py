@@ -1,0 +1,209 @@
+"""What every Redis script of the backend shares: how a call is encoded, where its keys live,
+and `GuardedScript`, which runs it behind a breaker of its own so that an outage costs one
+failed attempt per interval and is warned of once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.exceptions import NoScriptError
+
+from ...breaker import CircuitBreaker, Permit
+from ...clock import Clock
+from ...errors import CircuitOpen, ConfigError
+from ...outcome import Outcome
+from ._connection import held_connection
+
+__all__ = [
+    "GuardedScript", "ScriptCall", "bulk", "check_sync_interval", "fleet_key", "word",
+]  # fmt: skip
+
+_log = logging.getLogger("rate_limit_shield")
+
+ScriptCall = tuple[int, tuple[bytes, ...], bytes]
+"""A script call: the number of keys, the keys then the arguments, and the EVALSHA request that
+sends them, RESP-encoded."""
+
+
+def bulk(word: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(word), word)
+
+
+def word(value: bytes | float | str) -> bytes:
+    """`value` as redis-py sends a command's argument."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return repr(value).encode()
+
+
+def fleet_key(prefix: str, name: str, what: str) -> bytes:
+    """The Redis key of `what` for key `name`: `{prefix:name}:what`, whose braces (a Cluster hash
+    tag) keep every key of one model on one node."""
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigError(f"prefix must be a non-empty string, got {prefix!r}")
+    return f"{{{prefix}:{name}}}:{what}".encode()
+
+
+def check_sync_interval(value: float) -> float:
+    """How often a shared breaker or budget may talk to Redis on its fast path."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ConfigError(f"sync_interval must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+class GuardedScript:
+    """A Lua script run on Redis behind a breaker of its own: the reply, or None when Redis is
+    unavailable (failed now, or lately: it is then left alone for `recovery_timeout` seconds, so
+    a dead server costs one attempt per interval, not one per call).
+
+    An outage is logged once, as a warning naming `what` the script serves and the `fallback`
+    meanwhile, and its end once. A script flushed from the server is loaded again in the same
+    call. Sync calls go out on the connection held for `client`'s script calls where it allows
+    one (see `held_connection`), else through its methods; async ones on `aclient`, or as sync
+    ones in a thread without it. `error` is the last failure (None before any).
+    """
+
+    __slots__ = (
+        "_breaker", "_fallback", "_held", "_lock", "_outage", "_script", "_sha", "_what",
+        "aclient", "client", "error",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        script: str,
+        *,
+        aclient: redis.asyncio.Redis | None = None,
+        what: str,
+        fallback: str,
+        clock: Clock,
+        recovery_timeout: float,
+    ) -> None:
+        if isinstance(client, redis.asyncio.Redis) or not callable(
+            getattr(client, "evalsha", None)
+        ):
+            raise ConfigError(
+                f"client must be a synchronous redis client (redis.Redis), got {client!r}"
+            )
+        self.client = client
+        self.aclient = aclient
+        self.error: BaseException | None = None
+        self._held = held_connection(client)
+        self._script = script
+        self._sha = hashlib.sha1(script.encode()).hexdigest()
+        self._what = what
+        self._fallback = fallback
+        self._breaker = CircuitBreaker(
+            failure_threshold=1, recovery_timeout=recovery_timeout, clock=clock, name=what
+        )
+        self._lock = threading.Lock()
+        self._outage = False
+
+    @property
+    def available(self) -> bool:
+        """False from a failed call until the next one that Redis answers."""
+        return not self._outage
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until Redis is tried again after a failure; None when it is not left alone."""
+        return self._breaker.retry_after
+
+    def request(
+        self, keys: int, words: tuple[bytes, ...], more: int = 0, *, cached: bool = True
+    ) -> bytes:
+        """The RESP request of EVALSHA (or EVAL if not `cached`) on `keys` keys and the arguments
+        in `words`, but for `more` arguments that the caller appends, each as `bulk(argument)`."""
+        script = (b"EVALSHA", self._sha.encode()) if cached else (b"EVAL", self._script.encode())
+        items = (*script, b"%d" % keys, *words)
+        return b"*%d\r\n" % (len(items) + more) + b"".join(map(bulk, items))
+
+    def call(self, keys: tuple[bytes, ...], args: Iterable[bytes | float | str]) -> ScriptCall:
+        """The script call on `keys` and `args`, encoded as redis-py encodes them."""
+        words = (*keys, *map(word, args))
+        return len(keys), words, self.request(len(keys), words)
+
+    def run(self, call: ScriptCall) -> Any:
+        """The script's reply to `call`, or None when Redis is unavailable."""
+        permit = self._permit()
+        if permit is None:
+            return None
+        try:
+            reply = self._evaluate(call)
+        except BaseException as error:
+            return self._failed(permit, error)
+        self._answered(permit)
+        return reply
+
+    async def arun(self, call: ScriptCall) -> Any:
+        """`run` for asyncio: on `aclient`, or `run` in a thread without one."""
+        aclient = self.aclient
+        if aclient is None:
+            return await asyncio.to_thread(self.run, call)
+        permit = self._permit()
+        if permit is None:
+            return None
+        try:
+            try:
+                reply = await aclient.evalsha(self._sha, call[0], *call[1])
+            except NoScriptError:  # flushed or restarted: EVAL runs it and caches it again
+                reply = await aclient.eval(self._script, call[0], *call[1])
+        except BaseException as error:
+            return self._failed(permit, error)
+        self._answered(permit)
+        return reply
+
+    def _evaluate(self, call: ScriptCall) -> Any:
+        """The reply to `call`: on the held connection, or through the client's methods."""
+        held = self._held
+        if held is None:
+            try:
+                return self.client.evalsha(self._sha, call[0], *call[1])
+            except NoScriptError:  # flushed or restarted: EVAL runs it and caches it again
+                return self.client.eval(self._script, call[0], *call[1])
+        try:
+            return held.send(call[2])
+        except NoScriptError:
+            return held.send(self.request(call[0], call[1], cached=False))
+
+    def _permit(self) -> Permit | None:
+        try:
+            return self._breaker.acquire()
+        except CircuitOpen:
+            return None
+
+    def _failed(self, permit: Permit, error: BaseException) -> None:
+        """After a call that raised: a Redis error opens the breaker and is warned of once per
+        outage, not once per call (the call's answer is None); anything else (a cancellation, a
+        bug) is not Redis's failure and goes on to the caller."""
+        if not isinstance(error, redis.RedisError):
+            self._breaker.release(permit)
+            raise error
+        self._breaker.record(permit, Outcome.FAILURE)
+        self.error = error
+        with self._lock:
+            first, self._outage = not self._outage, True
+        if first:
+            _log.warning(
+                "Redis is unavailable for %s (%s: %s); %s until it answers again",
+                self._what, type(error).__name__, error, self._fallback,
+            )  # fmt: skip
+
+    def _answered(self, permit: Permit) -> None:
+        self._breaker.record(permit, Outcome.SUCCESS)
+        if self._outage:
+            with self._lock:
+                back, self._outage = self._outage, False
+            if back:
+                _log.info("Redis answers again for %s", self._what)
