@@ -23,9 +23,9 @@ that round, as a current probe's would; while the breaker is open it only frees 
 Closing (after enough probes succeeded, `reset()` or `disable()`) ends the episode and forgets
 the probes still in flight; `force_open()` keeps counting them until `reset()`.
 
-The open time lasts as long from now as it can: when the clock steps back (freezegun's
-`move_to` into the past, or leaving a `freeze_time` block), an open time that would end later
-than the longest opening allows ends one open time from the step instead.
+A clock stepping back never stretches an open time: when the time left is longer than any
+opening lasts (after freezegun's `move_to` into the past, or leaving a `freeze_time` block whose
+monotonic time was decades ahead), the opening ends one open time from now instead.
 
 The breaker never sleeps and never holds its lock while the user's function runs: the pipeline
 calls `acquire`, runs the function, then `record` (or `release` if the call never completed).
