@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import wrapt
 
+from ._bounded import remember
+
 if TYPE_CHECKING:
     _Proxy = wrapt.ObjectProxy[Any]
 else:
@@ -40,7 +42,9 @@ PLAIN, SYNC, ASYNC = 1, 2, 3  # all true, so that `KINDS.get(cls) or kind_of(cls
 END: Any = object()
 """What `first_item` returns for a stream that ended before its first item."""
 
-KINDS: dict[type, int] = {GeneratorType: SYNC, AsyncGeneratorType: ASYNC}
+KINDS: dict[type, int] = {}
+"""What `kind_of` learnt, by class: bounded, since a program may make a result class per call."""
+_GENERATORS: dict[type, int] = {GeneratorType: SYNC, AsyncGeneratorType: ASYNC}
 OnEnd = Callable[[BaseException | None, Any], BaseException | None]
 """Told once how a stream ended (its error or None, and its last item or what `Track` made of the
 items); may return an error to raise instead of the stream's own."""
@@ -52,15 +56,18 @@ def kind_of(cls: type) -> int:
     """PLAIN, SYNC or ASYNC for a result's class, learnt once per class."""
     kind = KINDS.get(cls)
     if kind is None:
-        names = {base.__name__ for base in cls.__mro__}
-        if "Stream" in names and hasattr(cls, "__next__"):
-            kind = SYNC
-        elif "AsyncStream" in names and hasattr(cls, "__anext__"):
-            kind = ASYNC
-        else:
-            kind = PLAIN
-        KINDS[cls] = kind
+        kind = _GENERATORS.get(cls) or _sdk_stream_kind(cls)
+        remember(KINDS, cls, kind)
     return kind
+
+
+def _sdk_stream_kind(cls: type) -> int:
+    names = {base.__name__ for base in cls.__mro__}
+    if "Stream" in names and hasattr(cls, "__next__"):
+        return SYNC
+    if "AsyncStream" in names and hasattr(cls, "__anext__"):
+        return ASYNC
+    return PLAIN
 
 
 def first_item(stream: Iterator[Any]) -> Any:

@@ -723,7 +723,7 @@ def test_a_plain_result_class_is_examined_once(monkeypatch):
         return real_status_of(obj)
 
     monkeypatch.setattr(classify, "status_of", counting_status_of)
-    monkeypatch.setattr(classify, "_PLAIN_RESULT_CLASSES", set())
+    monkeypatch.setattr(classify, "_PLAIN_RESULT_CLASSES", {})
     classifier = LLMClassifier()
     first, second = Reply(), Reply()
     assert classifier.classify_result(first) is SUCCESS
@@ -735,7 +735,7 @@ def test_a_plain_result_class_is_examined_once(monkeypatch):
 
 
 def test_the_plain_class_memory_stays_bounded(monkeypatch):
-    monkeypatch.setattr(classify, "_PLAIN_RESULT_CLASSES", set())
+    monkeypatch.setattr(classify, "_PLAIN_RESULT_CLASSES", {})
     monkeypatch.setattr(classify, "_PLAIN_RESULT_CLASSES_MAX", 3)
     classifier = LLMClassifier()
     for index in range(10):

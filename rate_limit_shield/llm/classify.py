@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Mapping
 from typing import Any
 
+from .._bounded import CLASS_CACHE_MAX, remember
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigError, QuotaExhausted, ShieldError
 from ..outcome import SUCCESS, DefaultClassifier, Outcome, Verdict
@@ -158,9 +159,9 @@ _TRANSIENT_CLASS_NAMES = frozenset(
     }
 )
 _MAX_CAUSES = 8  # how far along a `__cause__` chain the taxonomy looks
-_PLAIN_RESULT_CLASSES: set[type] = set()
+_PLAIN_RESULT_CLASSES: dict[type, bool] = {}
 """Result classes seen without an HTTP status (SDK models, dicts, strings): not looked at again."""
-_PLAIN_RESULT_CLASSES_MAX = 1024
+_PLAIN_RESULT_CLASSES_MAX = CLASS_CACHE_MAX
 
 
 def status_of(obj: object) -> int | None:
@@ -289,11 +290,9 @@ class LLMClassifier:
 
 def _response_verdict(result: object, clock: Clock) -> Verdict | None:
     """The verdict on a result that is an HTTP response; a result class seen without an HTTP
-    status joins `_PLAIN_RESULT_CLASSES`, so that its instances cost one set lookup from then on."""
+    status joins `_PLAIN_RESULT_CLASSES`, so that its instances cost one lookup from then on."""
     if status_of(result) is None:
-        if len(_PLAIN_RESULT_CLASSES) >= _PLAIN_RESULT_CLASSES_MAX:  # classes made on the fly
-            _PLAIN_RESULT_CLASSES.clear()
-        _PLAIN_RESULT_CLASSES.add(type(result))
+        remember(_PLAIN_RESULT_CLASSES, type(result), True, _PLAIN_RESULT_CLASSES_MAX)
         return None
     return _judge(result, None, clock.time())
 
