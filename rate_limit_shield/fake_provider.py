@@ -85,6 +85,11 @@ def _rfc3339(wall: float) -> str:
     return datetime.fromtimestamp(math.ceil(wall), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _remaining(bucket: _Bucket) -> str:
+    """What a bucket has left, as a header says it: whole units, none while in debt."""
+    return str(max(0, math.floor(bucket.level)))
+
+
 def _retry_after_headers(seconds: float) -> Headers:
     """Both hints the SDKs read: whole seconds rounded up, and milliseconds."""
     return [
@@ -290,7 +295,7 @@ class _OpenAI:
             if bucket is not None:
                 headers += [
                     (f"x-ratelimit-limit-{unit}", _number(bucket.capacity)),
-                    (f"x-ratelimit-remaining-{unit}", str(math.floor(bucket.level))),
+                    (f"x-ratelimit-remaining-{unit}", _remaining(bucket)),
                     (f"x-ratelimit-reset-{unit}", _go_duration(bucket.until_full())),
                 ]
         return headers
@@ -406,7 +411,7 @@ class _Anthropic:
                 name = f"anthropic-ratelimit-{unit.replace('_', '-')}"
                 headers += [
                     (f"{name}-limit", _number(bucket.capacity)),
-                    (f"{name}-remaining", str(math.floor(bucket.level))),
+                    (f"{name}-remaining", _remaining(bucket)),
                     (f"{name}-reset", _rfc3339(wall + bucket.until_full())),
                 ]
         return headers
@@ -482,9 +487,10 @@ class FakeProvider:
     continuously at amount/`per_seconds` on `clock.monotonic()` (pass a `FakeClock` and
     `advance()` it to refill at once). `requests` costs 1 per request; `tokens` (OpenAI's TPM)
     prompt + max_tokens; `input_tokens` / `output_tokens` (Anthropic's ITPM / OTPM) the prompt /
-    max_tokens; a request without max_tokens is charged its answer's real length. All given
-    buckets apply to both APIs; a request is admitted by all or refused by all, and its charge
-    is then settled to the real usage (refunding unused max_tokens).
+    max_tokens. All given buckets apply to both APIs; a request is admitted by all or refused
+    by all, and its charge is then settled to the real usage (refunding unused max_tokens; a
+    request without max_tokens, admitted on its prompt, then owes its whole answer, which may
+    leave a bucket in debt that later requests wait out).
     A refused request is a 429 with the API's body, `retry-after` (whole seconds rounded up)
     and `retry-after-ms`; a request bigger than a bucket is a 429 without them. Every answer to
     a model carries the rate-limit headers of its buckets (OpenAI: `x-ratelimit-{limit,
@@ -495,7 +501,7 @@ class FakeProvider:
     Answers: prompt tokens follow `prompt_tokens()`; each choice has min(max_tokens, length)
     tokens, "ok" words (finish "length" / "max_tokens" when cut short), where the length is
     `completion_tokens`, or, for a (shortest, longest) pair, drawn uniformly from that range
-    for each request the buckets see by `random.Random(seed)`.
+    by `random.Random(seed)` for each request admitted, in order (refusals draw nothing).
     `stream=True` sends the API's real SSE sequence in one body with a Content-Length; with
     `stream_pace` (tokens per second), as a model generates it: the first event at once, then
     each token's event 1/stream_pace seconds after the last on `clock`, and the end with the
@@ -821,23 +827,21 @@ class FakeProvider:
         scripted = self._take(_ANSWERS, dialect.path, request.model)
         if scripted is not None:
             return self._scripted(dialect, request, scripted, dialect.limit_headers(buckets, wall))
-        length = self._random.randint(*self._lengths)
-        per_choice = min(request.max_tokens or length, length)
-        charges = self._charges(
-            request.prompt_tokens, (request.max_tokens or per_choice) * request.choices
-        )
+        charges = self._charges(request.prompt_tokens, (request.max_tokens or 0) * request.choices)
         refusal = self._refusal(dialect, request, buckets, charges)
         if refusal is not None:
             return refusal._replace(
                 headers=[*refusal.headers, *dialect.limit_headers(buckets, wall)]
             )
+        length = self._random.randint(*self._lengths)  # drawn once admitted
+        per_choice = min(request.max_tokens or length, length)
         broken = (
             request.stream
             and self._take(("stream_error",), dialect.path, request.model) is not None
         )
         completion = 0 if broken else per_choice * request.choices
         settled = self._charges(request.prompt_tokens, completion)
-        for unit, bucket in buckets.items():
+        for unit, bucket in buckets.items():  # without max_tokens, it may go into debt
             bucket.level = min(bucket.capacity, bucket.level + charges[unit] - settled[unit])
         if not broken:
             self._tokens_charged += request.prompt_tokens + completion

@@ -281,6 +281,41 @@ def test_a_request_without_max_tokens_is_charged_its_real_answer(
     assert provider.tokens_charged == first + streamed + last
 
 
+def test_a_request_without_max_tokens_is_admitted_on_its_prompt_and_owes_its_answer(
+    sdk: Clients, clock: FakeClock
+) -> None:
+    with FakeProvider(tokens=100, completion_tokens=200, clock=clock) as provider:
+        client = sdk.of(provider).openai  # 100 tokens a minute: 5/3 a second
+        first = chat(client)  # 7 fit; the 200-token answer leaves the bucket 107 in debt
+        with pytest.raises(openai.RateLimitError) as refused:
+            chat(client)  # 114 short: 68.4 s
+    assert first.parse().usage.total_tokens == 207
+    assert first.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert first.headers["x-ratelimit-reset-tokens"] == "2m4.2s"
+    assert refused.value.response.headers["retry-after-ms"] == "68400"
+    assert provider.tokens_charged == 207
+
+
+def test_answer_lengths_are_drawn_in_the_order_requests_are_admitted(
+    sdk: Clients, clock: FakeClock
+) -> None:
+    def length(client: openai.OpenAI) -> int:
+        return int(chat(client).parse().usage.completion_tokens)
+
+    with FakeProvider(completion_tokens=(10, 500), seed=4) as provider:
+        client = sdk.of(provider).openai
+        expected = [length(client) for _ in range(3)]
+    with FakeProvider(requests=1, completion_tokens=(10, 500), seed=4, clock=clock) as provider:
+        client = sdk.of(provider).openai
+        answered = []
+        for _ in range(3):
+            answered.append(length(client))
+            with pytest.raises(openai.RateLimitError):
+                chat(client)  # refused: it draws nothing
+            clock.advance(60)
+    assert answered == expected
+
+
 def test_a_request_larger_than_a_bucket_gets_no_retry_hint(sdk: Clients, clock: FakeClock) -> None:
     with (
         FakeProvider(tokens=50, clock=clock) as provider,
