@@ -544,28 +544,17 @@ def _fixed(registry: Registry, make: Callable[[Any], Shield]) -> _Source:
 def _per_call(
     registry: Registry, pick: Callable[..., str] | None, from_key: Callable[[Key], Shield]
 ) -> _Source:
-    """The Shield of the model each call names, cached per model until the state changes."""
-    cached: tuple[object, dict[str, Shield]] = (None, {})
+    """The Shield of the model each call names. It is kept on the model's key, not here: a new
+    model costs O(1), and a key the registry drops takes this decorator's Shield with it."""
 
     def resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Shield:
-        nonlocal cached
         model = kwargs.get("model") if pick is None else pick(*args, **kwargs)
-        state, shields = cached
-        current = registry._state
-        if state is current:
-            shield = shields.get(model)  # type: ignore[arg-type]
-            if shield is not None:
-                return shield
-        else:
-            shields = {}
         if model is None:
             raise ConfigError(
                 "no model for this call: pass model=... to it, or decorate with "
                 "@shielded(model=...)"
             )
-        shield = from_key(registry.key(model))
-        cached = (current, {**shields, model: shield})
-        return shield
+        return registry._key_for_call(model).pipeline(resolve, from_key)
 
     return _Source(registry, resolve)
 
@@ -598,7 +587,7 @@ class _FallbackRun:
 
     def __iter__(self) -> Iterator[tuple[Shield, dict[str, Any]]]:
         refused = self._kwargs["model"]
-        key = self._registry.key(refused)
+        key = self._registry._key_for_call(refused)
         listener = self._on_event if self._on_event is not None else key.shield.on_event
         tried = []
         for fallback in key.policy.fallbacks:

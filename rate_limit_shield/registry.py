@@ -4,6 +4,10 @@ A model name resolves to a policy (its exact name, then the most specific matchi
 then ``"default"``) and gets its own live primitives, created once on first use and shared by
 every function decorated for that name. `configure` swaps in a new state in one assignment, so
 readers never lock; keys whose policy did not change keep their state across it.
+
+Model names may come from each call, and so be unbounded: past `Registry.max_keys` keys, the
+keys at rest (whose state a new key would have too) are dropped, oldest first, and made anew on
+their next use. A key busy in any way is kept, whatever the bound.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import fnmatch
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
+from ._bounded import remember
 from .backends import MEMORY, Backend, backend_from
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, State
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError
@@ -47,6 +53,14 @@ _DEFAULT = "default"
 _BUILT_IN = Policy()
 _BUILT_IN_NAME = "(built-in)"  # the pattern a model gets when nothing is configured for it
 _FILE_KEYS = ("policies", "strict", "backend")
+_MAX_KEYS = 10_000
+"""`Registry.max_keys` unless set: 10,000 keys of a few KB each."""
+_SCAN = 8
+"""Keys a new key looks at, at most, to bring the registry back within its bound: O(1) each."""
+_DECORATORS_PER_KEY = 64
+"""Pipelines a key keeps for the decorators that take its model from the call."""
+_BREAKER_COUNTS = ("consecutive_failures", "window_failures", "window_slow_calls")
+"""What a closed breaker has counted that a new one would not: such a key is not at rest."""
 
 
 class Key:
@@ -59,7 +73,8 @@ class Key:
     """
 
     __slots__ = ("name", "pattern", "policy", "limiter", "breaker", "retry", "budget", "bulkhead",
-                 "clock", "classifier", "cost", "usage", "guide", "shield")  # fmt: skip
+                 "clock", "classifier", "cost", "usage", "guide", "shield", "pipelines", "kept",
+                 "used")  # fmt: skip
 
     def __init__(
         self,
@@ -116,6 +131,44 @@ class Key:
             on_event=on_event,
         )
         """The model's own pipeline: every part of its policy."""
+        self.pipelines: dict[object, Shield] = {}
+        """What decorators that take the model from each call built over these parts, by
+        decorator: dropped with the key, so that no decorator keeps a dropped key alive."""
+        self.kept = False
+        """Handed out by `Registry.key`: whoever holds it may go on using it, so it is kept."""
+        self.used = False
+        """Used by a call since the registry last looked at it for dropping: spared once."""
+
+    def pipeline(self, decorator: object, build: Callable[[Key], Shield]) -> Shield:
+        """The pipeline `decorator` uses for this key, built by `build(key)` once."""
+        shield = self.pipelines.get(decorator)
+        if shield is None:
+            shield = build(self)
+            remember(self.pipelines, decorator, shield, _DECORATORS_PER_KEY)
+        return shield
+
+    def at_rest(self) -> bool:
+        """Whether a key made anew would hold the same state: every bucket full at the full rate,
+        no pause, the breaker closed with no failure or slow call counted, no slot taken or
+        awaited, no retry spent. Only such a key may be dropped."""
+        limiter = self.limiter
+        if limiter.paused_for > 0.0 or limiter.rate_factor != 1.0:
+            return False
+        levels = limiter.levels().values()
+        if any(level < limit.capacity for limit, level in zip(limiter.limits, levels, strict=True)):
+            return False
+        bulkhead = self.bulkhead
+        if bulkhead is not None and (bulkhead.in_flight or bulkhead.waiting):
+            return False
+        if self.budget is not None and self.budget.snapshot()["retries"]:
+            return False
+        breaker = self.breaker
+        if breaker is None:
+            return True
+        if breaker.state is not State.CLOSED:
+            return False
+        counts = breaker.snapshot()
+        return not any(counts[name] for name in _BREAKER_COUNTS)
 
     def snapshot(self) -> dict[str, object]:
         """The policy this key resolved to, and what each of its primitives holds now."""
@@ -150,7 +203,8 @@ class _State:
         self.clock = clock
         self.on_event = on_event
         self.backend = backend
-        self.keys: dict[str, Key] = {}
+        self.keys: OrderedDict[str, Key] = OrderedDict()
+        """Live keys, oldest first (a key spared from dropping goes to the back)."""
         self.own: weakref.WeakKeyDictionary[object, Shield] = weakref.WeakKeyDictionary()
         """The decorators' own pipelines (built from their arguments), by their builder."""
         self._exact = {name: policy for name, policy in policies.items() if not _is_glob(name)}
@@ -159,14 +213,10 @@ class _State:
         globs.sort(key=lambda glob: (-_specificity(glob), -len(glob)))
         self._patterns = [(glob, policies[glob]) for glob in globs]
 
-    def fresh(self, clock: Clock) -> _State:
-        """The same configuration on `clock`, with no live key yet."""
+    def fresh(self, clock: Clock, backend: Backend) -> _State:
+        """The same policies on `clock` and `backend`, with no live key yet."""
         return _State(
-            self.policies,
-            strict=self.strict,
-            clock=clock,
-            on_event=self.on_event,
-            backend=self.backend,
+            self.policies, strict=self.strict, clock=clock, on_event=self.on_event, backend=backend
         )
 
     def resolve(self, model: str) -> tuple[str, Policy]:
@@ -213,10 +263,31 @@ def _is_glob(name: str) -> bool:
     return any(char in name for char in "*?[")
 
 
-class Registry:
-    """Policies by model name or pattern, and the live state of every model key used so far."""
+class _Saved(NamedTuple):
+    """What `testing.isolated()` puts back at the end of its block."""
 
-    __slots__ = ("_state", "_lock", "_configured", "_backend", "_backend_value")
+    state: _State
+    backend: Backend
+    backend_value: object
+    max_keys: int
+    isolated: bool
+
+
+class Registry:
+    """Policies by model name or pattern, and the live state of every model key used so far.
+
+    `max_keys` (default 10,000) bounds the keys kept in memory: past it, each new key drops the
+    oldest keys at rest (see `Key.at_rest`), which come back fresh on their next use. Keys that
+    are busy (a drained bucket, a pause, failures counted, calls in flight on a bulkhead, retries
+    spent), keys handed out by `key()` (and so those of decorators naming their model) and keys on
+    a shared backend, whose state is not only here, are never dropped: while every key is busy,
+    the bound is exceeded rather than any state lost. A key used by a call is spared the next
+    time it is looked at; a call that outlasts that (its bucket refilled, no bulkhead counting
+    it) ends on the state of the key it started with.
+    """
+
+    __slots__ = ("_state", "_lock", "_configured", "_backend", "_backend_value", "_max_keys",
+                 "_isolated")  # fmt: skip
 
     def __init__(self) -> None:
         self._state = _State({}, strict=False, clock=SYSTEM_CLOCK, on_event=None)
@@ -225,6 +296,20 @@ class Registry:
         self._backend: Backend = MEMORY
         self._backend_value: object = None
         """What `configure` was given, so that configuring the same URL again keeps the client."""
+        self._max_keys = _MAX_KEYS
+        self._isolated = False
+        """Within `testing.isolated()`: every key is in memory, whatever the backend."""
+
+    @property
+    def max_keys(self) -> int:
+        """How many model keys to keep before dropping those at rest."""
+        return self._max_keys
+
+    @max_keys.setter
+    def max_keys(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"max_keys: {value!r} is not a positive int")
+        self._max_keys = value
 
     @property
     def policies(self) -> Mapping[str, Policy]:
@@ -249,8 +334,9 @@ class Registry:
         `backend` is None (in memory), a ``redis://`` URL, a redis-py client or a `Backend`: where
         the model keys' rate limits and pauses live (the same URL again keeps its connections).
         `clock` defaults to the registry's current one (the system clock, or the `FakeClock` of
-        `testing.isolated()`). `on_event` receives the events of every model key: retries,
-        throttles, refusals, give-ups, late successes and fallbacks.
+        `testing.isolated()`, within which keys stay in memory whatever `backend` says).
+        `on_event` receives the events of every model key: retries, throttles, refusals,
+        give-ups, late successes and fallbacks.
         """
         if not isinstance(strict, bool):
             raise ConfigError(f"strict: {strict!r} is not a bool")
@@ -261,7 +347,13 @@ class Registry:
             if clock is None:
                 clock = self._state.clock
             self._backend, self._backend_value = resolved, backend
-            state = _State(parsed, strict=strict, clock=clock, on_event=on_event, backend=resolved)
+            state = _State(
+                parsed,
+                strict=strict,
+                clock=clock,
+                on_event=on_event,
+                backend=MEMORY if self._isolated else resolved,
+            )
             state.carry_over(self._state)
             self._state = state
             self._configured = True
@@ -283,14 +375,27 @@ class Registry:
             raise ConfigError(f"{os.fspath(path)}: {exc.message}") from None
 
     def key(self, model: str) -> Key:
-        """The live state of `model`, created on first use (thread-safe)."""
+        """The live state of `model`, created on first use (thread-safe), and kept from then on:
+        the same object until `configure` changes its policy or `reset` runs."""
         key = self._state.keys.get(model)
-        return key if key is not None else self._new_key(model)
+        if key is None:
+            key = self._new_key(model)
+        key.kept = True
+        return key
+
+    def _key_for_call(self, model: str) -> Key:
+        """The live state of `model` for one call: dropped once it is at rest and idle, when the
+        registry holds more than `max_keys` keys; hold `key()` instead to keep it."""
+        key = self._state.keys.get(model)
+        if key is None:
+            key = self._new_key(model)
+        key.used = True
+        return key
 
     def reset(self) -> None:
         """Forget every key's live state (buckets, breakers, slots); keep the policies."""
         with self._lock:
-            self._state = self._state.fresh(self._state.clock)
+            self._state = self._state.fresh(self._state.clock, self._state.backend)
 
     def snapshot(self) -> dict[str, dict[str, object]]:
         """Per model key used so far: its pattern, rate levels, breaker, bulkhead and budget."""
@@ -306,7 +411,22 @@ class Registry:
             key = state.keys.get(model)
             if key is None:
                 key = state.keys[model] = state.make_key(model)
+                key.used = True  # about to be: spared by the drop below
+                if len(state.keys) > self._max_keys and state.backend is MEMORY:
+                    self._drop_idle(state.keys)
             return key
+
+    def _drop_idle(self, keys: OrderedDict[str, Key]) -> None:
+        """Drop keys at rest, oldest first, until within the bound, looking at `_SCAN` keys at
+        most and never at the newest; a key kept, used since last looked at, or busy goes to
+        the back instead."""
+        for _ in range(min(_SCAN, len(keys) - 1)):
+            if len(keys) <= self._max_keys:
+                return
+            name, key = keys.popitem(last=False)
+            if key.kept or key.used or not key.at_rest():
+                key.used = False
+                keys[name] = key
 
     def _configure_from_env(self) -> None:
         """First use without `configure`: read the file the environment names, if any."""
@@ -319,18 +439,25 @@ class Registry:
         except ConfigError as exc:
             raise ConfigError(f"{CONFIG_ENV}={exc.message}") from None
 
-    def _enter_testing(self, clock: Clock) -> _State:
-        """Fresh state on `clock` (which `configure` then keeps); returns the state to restore."""
+    def _enter_testing(self, clock: Clock) -> _Saved:
+        """Fresh state in memory on `clock` (which `configure` then keeps, and a backend it is
+        given does not replace); returns what to restore."""
         if not self._configured:
             self._configure_from_env()
         with self._lock:
-            saved = self._state
-            self._state = saved.fresh(clock)
+            state = self._state
+            saved = _Saved(
+                state, self._backend, self._backend_value, self._max_keys, self._isolated
+            )
+            self._state = state.fresh(clock, MEMORY)
+            self._isolated = True
             return saved
 
-    def _leave_testing(self, saved: _State) -> None:
+    def _leave_testing(self, saved: _Saved) -> None:
         with self._lock:
-            self._state = saved
+            self._state = saved.state
+            self._backend, self._backend_value = saved.backend, saved.backend_value
+            self._max_keys, self._isolated = saved.max_keys, saved.isolated
 
     def __repr__(self) -> str:
         return f"Registry(policies={list(self._state.policies)!r}, keys={list(self._state.keys)!r})"
