@@ -13,6 +13,9 @@ __all__ = ["shield_clock"]
 
 @pytest.fixture
 def shield_clock() -> Iterator[FakeClock]:
-    """Fresh shield state on a `FakeClock` for one test: backoff and cool-downs take no time."""
+    """Fresh shield state on a `FakeClock` for one test: backoff and cool-downs take no time.
+
+    The test runs inside `testing.isolated()`: its keys live in memory, so it never reaches the
+    state of a configured backend such as Redis."""
     with isolated() as clock:
         yield clock

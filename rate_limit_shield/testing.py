@@ -72,8 +72,13 @@ class FakeClock:
 def isolated(clock: FakeClock | None = None) -> Iterator[FakeClock]:
     """Within the block, every model key and decorator starts afresh on a `FakeClock`.
 
-    The configured policies stay; what `configure` does inside the block is undone at its end,
-    and the state from before the block comes back. Yields the clock, to advance or inspect.
+    The configured policies stay, but nothing inside reaches the real backend's state: the default
+    registry swaps in a new state whose keys live in memory, whatever backend was configured
+    (a Redis URL included), so a test that drains, pauses or opens a key changes only its own
+    copy, and shared breakers and retry budgets (`shared = true`) are local to the block too.
+    `configure` inside the block keeps keys in memory even when given a backend (which is still
+    validated). At the end, what `configure` (and `max_keys`) did inside is undone and the state
+    from before the block, with its backend, comes back. Yields the clock, to advance or inspect.
     """
     from .registry import default_registry
 
