@@ -132,8 +132,8 @@ class RoundTrips:
     """Counts what a redis-py client (sync or asyncio) sends: one per command or pipeline.
 
     `connects` counts connection attempts, so that "no network attempt" can be checked too.
-    A sync client's open connections are dropped so that every request is seen; count an
-    asyncio client from its creation.
+    A sync client's open connections are dropped (the one held for script calls too) so that
+    every request is seen; count an asyncio client from its creation.
     """
 
     def __init__(self, client: Any) -> None:
@@ -166,6 +166,11 @@ class RoundTrips:
             methods = {"send_packed_command": send, "connect": connect}
         pool.connection_class = type(f"Counting{base.__name__}", (base,), methods)
         if not inspect.iscoroutinefunction(pool.disconnect):
+            from rate_limit_shield.backends.redis._connection import held_connection
+
+            held = held_connection(client)
+            if held is not None:
+                held.close()  # the next script call takes a counted one from the pool
             pool.disconnect()
             pool.reset()  # forget the connections of the uncounted class
 

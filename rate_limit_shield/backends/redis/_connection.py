@@ -1,42 +1,40 @@
-"""The connection that script calls go out on, and the clients that fail fast.
+"""The connections that script calls go out on, and the clients that fail fast.
 
 A plain `redis.Redis` lends its script calls a connection held out of its pool: one request and
 its reply, without the command machinery (pool checks, retries, hooks) that costs more than the
-script does on the server.
+script does on the server. A pool with no connection left to lend is back-pressure: the call
+waits for one (`POOL_WAITS`), as it would for a busy server, rather than take Redis for down.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
-import select
-import socket
 import threading
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import MaxConnectionsError
 from redis.retry import Retry
 
-__all__ = ["from_url", "held_connection"]
+__all__ = ["POOL_WAITS", "exhausted", "from_url", "held_connection"]
+
+POOL_WAITS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032) + (0.05,) * 99
+"""Seconds to sleep before each new try while a client's pool has no connection to lend: about
+5 s in all, counted in sleeps rather than read from a clock (a frozen one still ends it). A pool
+still empty after that is stuck (its connections leak), not busy: the error goes on as a failure.
+"""
 
 
-_LEND_ARGS: tuple[str, ...] = (
-    ("EVALSHA",)
-    if getattr(
-        inspect.signature(redis.ConnectionPool.get_connection).parameters.get("command_name"),
-        "default",
-        None,
+def exhausted(error: BaseException) -> bool:
+    """Whether `error` is a pool with every connection lent out: `MaxConnectionsError` (a plain
+    `ConnectionError` with the same words before redis-py 7)."""
+    return isinstance(error, MaxConnectionsError) or (
+        isinstance(error, redis.ConnectionError) and error.args == ("Too many connections",)
     )
-    is inspect.Parameter.empty
-    else ()
-)
-"""What `get_connection` takes: redis-py < 5.3 wants a command name, later ones warn at one."""
 
 
 def _exchange(connection: Any, request: bytes) -> Any:
@@ -44,65 +42,55 @@ def _exchange(connection: Any, request: bytes) -> Any:
     return connection.read_response()
 
 
-def _readable(sock: socket.socket) -> Callable[[], object]:
-    """A check, without waiting, that `sock` has something to read (truthy if so)."""
-    if hasattr(select, "poll"):  # select() cannot watch a descriptor above 1023
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return functools.partial(poller.poll, 0)
-    return lambda: select.select((sock,), (), (), 0)[0]
-
-
 class _HeldConnection:
     """One connection of a client's pool held for script calls: a request, its reply, nothing else.
 
-    Lending a connection and the client's command machinery (retries, hooks, metrics) cost more
-    than the script does on the server. As the pool does when it lends one, the connection is
-    checked before each call: readable means closed by the server (a restart, an idle timeout)
-    or out of step, and it goes back to the pool for one the pool checks; so does one found
-    disconnected (the pool was reset), and one that failed (redis-py has disconnected it).
-    A call that finds it busy (another thread's) borrows one from the pool for its time.
+    A call that finds it busy (another thread's) borrows one from the pool for its time. A failed
+    call gives it back to the pool (redis-py has disconnected it), unless the failure is an error
+    reply, read whole, after which the connection is still in step. One that the server closed
+    since the last call (an idle timeout, a restart, CLIENT KILL) fails with a `ConnectionError`
+    before the request reaches any session: the call is then tried once more on a connection
+    from the pool, which checks those it lends, so that a closed connection is not an outage.
     """
 
-    __slots__ = ("_connection", "_lock", "_pool", "_readable", "_socket")
+    __slots__ = ("_connection", "_lock", "_pool")
 
     def __init__(self, pool: redis.ConnectionPool) -> None:
         self._pool = pool
         self._lock = threading.Lock()
         self._connection: Any = None
-        self._socket: object = None
-        self._readable: Callable[[], object] = bool
 
     def send(self, request: bytes) -> Any:
         """The reply to `request` (one RESP command); an error reply raises `ResponseError`."""
         pool = self._pool
         if not self._lock.acquire(blocking=False):
-            borrowed = pool.get_connection(*_LEND_ARGS)
+            borrowed = pool.get_connection()
             try:
                 return _exchange(borrowed, request)
             finally:
                 pool.release(borrowed)
         try:
-            connection: Any = self._connection
-            sock = getattr(connection, "_sock", None)
-            if sock is None or sock is not self._socket or self._readable():
-                self._connection = None
-                if connection is not None:
-                    pool.release(connection)
-                connection = pool.get_connection(*_LEND_ARGS)
-                self._socket = sock = connection._sock
-                self._readable = _readable(sock)
-                self._connection = connection
-            try:
-                return _exchange(connection, request)
-            except redis.ResponseError:  # an error reply, read whole: the connection is in step
-                raise
-            except BaseException:
-                self._connection = None
-                pool.release(connection)
-                raise
+            if self._connection is not None:
+                try:
+                    return self._exchange(request)
+                except redis.ConnectionError:
+                    pass  # closed since its last call: once more on a fresh one
+            self._connection = pool.get_connection()
+            return self._exchange(request)
         finally:
             self._lock.release()
+
+    def _exchange(self, request: bytes) -> Any:
+        """`request` on the held connection; one that fails goes back to the pool."""
+        connection = self._connection
+        try:
+            return _exchange(connection, request)
+        except redis.ResponseError:  # an error reply, read whole: the connection is in step
+            raise
+        except BaseException:
+            self._connection = None
+            self._pool.release(connection)
+            raise
 
     def close(self) -> None:
         """Give the connection back to the pool (its client is gone)."""

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,7 +22,7 @@ from ...breaker import CircuitBreaker, Permit
 from ...clock import Clock
 from ...errors import CircuitOpen, ConfigError
 from ...outcome import Outcome
-from ._connection import held_connection
+from ._connection import POOL_WAITS, exhausted, held_connection
 
 __all__ = [
     "GuardedScript", "ScriptCall", "bulk", "check_sync_interval", "fleet_key", "word",
@@ -71,7 +72,8 @@ class GuardedScript:
     meanwhile, and its end once. A script flushed from the server is loaded again in the same
     call. Sync calls go out on the connection held for `client`'s script calls where it allows
     one (see `held_connection`), else through its methods; async ones on `aclient`, or as sync
-    ones in a thread without it. `error` is the last failure (None before any).
+    ones in a thread without it. A client whose pool has no connection left waits for one: that
+    is back-pressure, not an outage. `error` is the last failure (None before any).
     """
 
     __slots__ = (
@@ -117,7 +119,7 @@ class GuardedScript:
 
     @property
     def retry_after(self) -> float | None:
-        """Seconds until Redis is tried again after a failure; None when it is not left alone."""
+        """Seconds until Redis is tried again after a failure (0.0: at the next call)."""
         return self._breaker.retry_after
 
     def request(
@@ -155,16 +157,42 @@ class GuardedScript:
         if permit is None:
             return None
         try:
-            try:
-                reply = await aclient.evalsha(self._sha, call[0], *call[1])
-            except NoScriptError:  # flushed or restarted: EVAL runs it and caches it again
-                reply = await aclient.eval(self._script, call[0], *call[1])
+            reply = await self._aevaluate(aclient, call)
         except BaseException as error:
             return self._failed(permit, error)
         self._answered(permit)
         return reply
 
+    # A pool with no connection to lend is waited for, not failed: see `POOL_WAITS`. Its waits
+    # are real time whatever the clock: they wait for a real socket.
+
     def _evaluate(self, call: ScriptCall) -> Any:
+        for pause in POOL_WAITS:
+            try:
+                return self._evaluate_once(call)
+            except redis.ConnectionError as error:
+                if not exhausted(error):
+                    raise
+            time.sleep(pause)
+        return self._evaluate_once(call)
+
+    async def _aevaluate(self, aclient: redis.asyncio.Redis, call: ScriptCall) -> Any:
+        for pause in POOL_WAITS:
+            try:
+                return await self._aevaluate_once(aclient, call)
+            except redis.ConnectionError as error:
+                if not exhausted(error):
+                    raise
+            await asyncio.sleep(pause)
+        return await self._aevaluate_once(aclient, call)
+
+    async def _aevaluate_once(self, aclient: redis.asyncio.Redis, call: ScriptCall) -> Any:
+        try:
+            return await aclient.evalsha(self._sha, call[0], *call[1])
+        except NoScriptError:  # flushed or restarted: EVAL runs it and caches it again
+            return await aclient.eval(self._script, call[0], *call[1])
+
+    def _evaluate_once(self, call: ScriptCall) -> Any:
         """The reply to `call`: on the held connection, or through the client's methods."""
         held = self._held
         if held is None:
