@@ -15,6 +15,7 @@ __all__ = [
     "CircuitOpen",
     "BulkheadFull",
     "QuotaExhausted",
+    "CostTooLarge",
     "ConfigError",
 ]
 
@@ -67,6 +68,39 @@ class BulkheadFull(ShieldError):
 
 class QuotaExhausted(ShieldError):
     """The provider says the quota or budget is gone: retrying will not help."""
+
+
+class CostTooLarge(ShieldError, ValueError):
+    """A call costs more than a rate limit can hold at once: no wait would let it through.
+
+    `limit` names that limit. `learned` says whether a provider's headers set it: it then
+    expires, and `retry_after` says when; a configured one never does (`retry_after` None), so
+    the call must cost less. A ValueError too, as a cost no limit could grant always was.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        key: str | None = None,
+        cause: BaseException | None = None,
+        limit: str = "",
+        learned: bool = False,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, key=key, cause=cause)
+        self.limit = limit
+        self.learned = learned
+
+    def __reduce__(self) -> tuple[object, ...]:
+        fields = (self.message, self.retry_after, self.key, self.limit, self.learned)
+        return (_rebuild_cost_too_large, fields)
+
+
+def _rebuild_cost_too_large(
+    message: str, retry_after: float | None, key: str | None, limit: str, learned: bool
+) -> CostTooLarge:
+    return CostTooLarge(message, retry_after=retry_after, key=key, limit=limit, learned=learned)
 
 
 class ConfigError(ShieldError, ValueError):

@@ -4,7 +4,8 @@ Each limit keeps a single float, its theoretical arrival time `tat` (GCRA, the v
 form of a token bucket): with the emission interval `T = per_seconds / amount` and the burst
 tolerance `tau = capacity * T`, a cost `c` moves `tat` to `max(tat, now) + c*T` and may go
 ahead at `tat - tau`. Reserving a future slot instead of refusing is what makes waiters FIFO
-without a queue; a refund is `tat -= c*T`; tokens now are `capacity - (max(tat, now) - now)/T`.
+without a queue; tokens now are `capacity - (max(tat, now) - now)/T`. A refund moves `tat` back,
+but never further than the calls that went since allow (see `Reservation`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import operator
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from itertools import repeat
 from numbers import Real
-from typing import TypeAlias, TypeGuard
+from typing import TypeAlias
 
+from ._chains import Chains
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import ConfigError, RateLimited
+from .errors import ConfigError, CostTooLarge, RateLimited
 
 __all__ = ["UNITS", "Cost", "Limit", "Reservation", "Limiter", "TokenBucket"]
 
@@ -30,6 +31,10 @@ Cost: TypeAlias = float | Mapping[str, float]
 
 _ROUNDING = 1e-9
 """Seconds of float rounding forgiven, so that a full burst is not refused by its last ulp."""
+
+SETTLE_WITHIN = 900.0
+"""Seconds after the latest reservation during which a settle or cancel can still give back what
+a reservation over-charged; a limiter keeps the history that takes only as long."""
 
 
 _NUMBERS = (int, float, Real)
@@ -94,19 +99,43 @@ class Limit:
 
 
 class Reservation:
-    """A granted permit: when its holder may go, and what it charged, to give back at most once."""
+    """A granted permit: when its holder may go, and what it charged, to give back at most once.
 
-    __slots__ = ("_increments", "_limiter", "delay", "ready_at")
+    What `settle` or `cancel` gives back is the part of the over-charge that no call since could
+    have used; nothing a bucket charged each call's real cost when the call went would not hold.
+    Per limit, in GCRA terms: each decision j (a reservation, a permit, a debt, a provider's
+    floor) charges c_j seconds to the schedule, its call going at s_j = max(now, tat - tau) just
+    after (the limit's own ready time). Its chain is V_j = s_j + c_j + c_(j+1) + ... (every later
+    charge included), and `tat` = max_j V_j. A reservation n whose real cost is e seconds below
+    its charge (e counted in units, at the rate in force when settled) moves `tat` to
+    max(tat - e, M_n), M_n = max over decisions j after n of V_j: it gives back min(e, tat - M_n).
+    With no later decision that is all of e; once a later call queued or went past its slot, only
+    what is left. A debt (real cost above the charge) is a new decision charged at settle time.
+    `cancel` is a settle at 0. A provider's floor (`Limiter.clamp`) is a chain of its own.
+    A limiter that keeps less history must give back less, never more: `_chains.Chains` merges
+    old chains into one that bounds them; keeping none, a refund comes back only if no decision
+    came after the reservation's.
+    """
+
+    __slots__ = ("_increments", "_limiter", "_position", "_units", "delay", "ready_at")
 
     def __init__(
-        self, limiter: Limiter, ready_at: float, delay: float, increments: float | tuple[float, ...]
+        self,
+        limiter: Limiter,
+        ready_at: float,
+        delay: float,
+        increments: tuple[float, ...],
+        units: tuple[float, ...] | None = None,
+        position: int = -1,
     ) -> None:
         self.ready_at = ready_at
         self.delay = delay
         self._limiter = limiter
-        # Seconds each limit's schedule moved (one float for a one-limit limiter); None once
-        # cancelled or settled, which is what makes both happen at most once.
-        self._increments: float | tuple[float, ...] | None = increments
+        # Seconds each limit's schedule moved, at the rates of the time; None once cancelled or
+        # settled, which is what makes both happen at most once.
+        self._increments: tuple[float, ...] | None = increments
+        self._units = units  # the same in each limit's units; None: as many as the seconds are now
+        self._position = position  # the decision that charged it; -1: unknown, nothing comes back
 
     def __repr__(self) -> str:
         state = "done" if self._increments is None else "open"
@@ -125,7 +154,9 @@ class Limiter:
 
     __slots__ = (
         "_capacities",
+        "_chains",
         "_clock",
+        "_decisions",
         "_periods",
         "_rate_factor",
         "_shares",
@@ -133,12 +164,16 @@ class Limiter:
         "_simple_interval",
         "_simple_tau",
         "_intervals",
+        "_learned_at",
+        "_learned_until",
+        "_lapse_at",
         "_lock",
         "_min_capacity",
         "_monotonic",
         "_paused_until",
         "_tats",
         "_taus",
+        "_tracked_until",
         "_units",
         "limits",
         "name",
@@ -161,6 +196,15 @@ class Limiter:
         self._units = tuple(limit.unit for limit in self.limits)
         self._tats = [-math.inf] * len(self.limits)  # at or before now: the bucket starts full
         self._paused_until = -math.inf
+        # The chains of each schedule (see `Reservation`), kept while a reservation may still
+        # be settled, until `_tracked_until`; None otherwise. `_decisions` numbers the decisions.
+        self._chains: list[Chains] | None = None
+        self._tracked_until = -math.inf
+        self._decisions = 0
+        # Provider limits adopted by `clamp`: when each was last reported, and until when it holds.
+        self._learned_at = [-math.inf] * len(self.limits)
+        self._learned_until = [math.inf] * len(self.limits)
+        self._lapse_at = math.inf  # the soonest of them
         self._intervals = self._periods
         self._reshape_locked((1.0,) * len(self.limits), 1.0)
 
@@ -195,45 +239,49 @@ class Limiter:
 
         Otherwise nothing changes and `RateLimited(retry_after=<that wait>)` is raised; a
         negative `max_wait` (a deadline already past) refuses even an immediate permit.
-        Later reservations are never ready before earlier ones.
+        Later reservations are never ready before earlier ones. A cost no limit can hold at
+        once raises `CostTooLarge`.
         """
         if max_wait != max_wait:
             raise ValueError(f"max_wait must be a number of seconds, got {max_wait!r}")
-        if self._simple(cost):
-            increment = cost * self._simple_interval
-            if max_wait >= 0.0 and self.try_acquire(cost):  # a permit now: no waiting to plan
-                return Reservation(self, self._monotonic(), 0.0, increment)
-            increments: tuple[float, ...] = (increment,)
-        else:
-            increments = self._increments(cost)
-        now, wait = self._commit(increments, max_wait)
+        units = self._amounts(cost)
+        increments = tuple(map(operator.mul, units, self._intervals))
+        now, wait, position = self._take(increments, max_wait, reserving=True)
         if wait > max_wait:
             raise self._refusal(wait)
-        return Reservation(self, now + wait, wait, increments)
+        return Reservation(self, now + wait, wait, increments, units, position)
 
     def cancel(self, reservation: Reservation) -> None:
-        """Give back all that `reservation` charged; nothing if it was cancelled or settled."""
-        self._finish(reservation, repeat(0.0))
+        """Give back what `reservation` charged (see `Reservation` for how much can come back);
+        nothing if it was cancelled or settled."""
+        self._finish(reservation, (0.0,) * len(self.limits))
 
     def refund(self, cost: Cost = 1) -> None:
-        """Give back `cost` taken by `try_acquire` for a request that was never sent.
+        """Give back `cost` taken by `try_acquire` for a request that was never sent, at once.
 
-        The caller gives back each cost at most once; a reservation is given back by `cancel`.
+        A permit does not know its place in the schedule, so all of it comes back, as if no
+        decision came after it: give it back before other calls may be granted. A permit held
+        while others may be (a wait for something else) is a reservation, which `cancel` gives
+        back exactly. The caller gives back each cost at most once.
         """
         increments = self._increments(cost, name="refund", check_capacity=False)
         with self._lock:
             self._shift_locked([-increment for increment in increments])
 
     def settle(self, reservation: Reservation, actual: Cost) -> None:
-        """Replace the reserved cost by the `actual` one: refund the excess, or charge the debt.
+        """Replace the reserved cost by the `actual` one: refund the excess as far as the calls
+        since allow (see `Reservation`), or charge the debt.
 
         `actual` may exceed a limit's capacity (the estimate was too low). Only the first
-        settle or cancel of a reservation counts.
+        settle or cancel of a reservation counts. A reservation settled more than
+        `SETTLE_WITHIN` seconds after the limiter's latest one gets nothing back.
         """
         self._finish(reservation, self._increments(actual, name="actual", check_capacity=False))
 
     def wait_time(self, cost: Cost = 1) -> float:
-        """Seconds until `cost` could be taken on every limit (0.0 if now); reserves nothing."""
+        """Seconds until `cost` could be taken on every limit (0.0 if now); reserves nothing.
+
+        A cost no limit can hold at once raises `CostTooLarge`."""
         increments = self._increments(cost)
         with self._lock:
             wait = self._plan(increments, self._monotonic())[1]
@@ -258,13 +306,17 @@ class Limiter:
 
         A server that says less is left than this limiter thinks (other clients share the quota)
         is believed; one that says more is not, since calls in flight here are not in its count
-        yet. A provider `limit` below the configured amount is adopted (rate and capacity alike),
-        never one above it. With nothing left, the next unit waits for the provider's refill.
+        yet. A provider `limit` below the configured amount is adopted (its rate, and a capacity
+        of at most that amount), never one above it, and it is learned, not kept: it lapses one
+        window of the limit after the last report of it, or at the provider's `reset` if that
+        is later (a reset tells when its bucket is full again, which can be a moment away), and
+        the configured shape comes back. A `limit` below 1 could not admit a single unit: it is
+        malformed and ignored. With nothing left, the next unit waits for the provider's refill.
         Of several limits of `unit`, the one whose amount is nearest `limit` is held (the
         shortest window when `limit` is unknown).
         """
-        provider = limit if limit is not None and 0.0 < limit < math.inf else None
-        index = self._clamped_limit(unit, remaining, provider)
+        provider = limit if limit is not None and 1.0 <= limit < math.inf else None
+        index = self._clamped_limit(unit, remaining, provider, reset)
         if index is not None:
             self._raise_tat(index, self._clamp_seconds(index, remaining, provider, reset))
 
@@ -277,7 +329,7 @@ class Limiter:
         """Refill every limit at `factor` (0 < factor <= 1) times its configured rate.
 
         Capacities stay, and so does what each bucket holds now; only the refill slows or
-        recovers. Reservations made before are given back at the rate they were made at.
+        recovers. What reservations made before give back is counted in units, at the new rate.
         """
         if not 0.0 < _number(factor) <= 1.0:
             raise ValueError(f"factor must be in (0, 1], got {factor!r}")
@@ -342,30 +394,67 @@ class Limiter:
 
     # -- arithmetic shared by the decisions --------------------------------------------------
 
+    def _amounts(
+        self, cost: Cost, *, name: str = "cost", check_capacity: bool = True
+    ) -> tuple[float, ...]:
+        """Validate `cost` and turn it into the units it charges each limit."""
+        if self._lapse_at != math.inf:
+            with self._lock:
+                self._forget_learned_locked(self._monotonic())
+        if type(cost) is int or type(cost) is float or not isinstance(cost, Mapping):
+            amount = _amount(cost, name)
+            amounts = (amount,) * len(self._intervals)
+            too_big = check_capacity and amount > self._min_capacity
+        else:
+            by_unit = _by_unit(name, cost)
+            amounts = tuple(by_unit[unit] for unit in self._units)
+            too_big = check_capacity and any(map(operator.gt, amounts, self._capacities))
+        if too_big and (refusal := self._too_large(cost, name, amounts)) is not None:
+            raise refusal
+        return amounts
+
     def _increments(
         self, cost: Cost, *, name: str = "cost", check_capacity: bool = True
     ) -> tuple[float, ...]:
         """Validate `cost` and turn it into the seconds it moves each limit's schedule by."""
-        if type(cost) is int or type(cost) is float or not isinstance(cost, Mapping):
-            amount = _amount(cost, name)
-            amounts = [amount] * len(self._intervals)
-            too_big = check_capacity and amount > self._min_capacity
-        else:
-            by_unit = _by_unit(name, cost)
-            amounts = [by_unit[unit] for unit in self._units]
-            too_big = check_capacity and any(map(operator.gt, amounts, self._capacities))
-        if too_big:
-            limit = next(
-                limit
-                for limit, amount in zip(self.limits, amounts, strict=True)
-                if amount > limit.capacity
-            )
-            where = f"[{self.name}] " if self.name else ""
-            raise ValueError(
-                f"{where}{name} {cost!r} exceeds the capacity of limit {limit} and could never "
-                "be granted"
-            )
+        amounts = self._amounts(cost, name=name, check_capacity=check_capacity)
         return tuple(map(operator.mul, amounts, self._intervals))
+
+    def _too_large(
+        self, cost: Cost, name: str, amounts: tuple[float, ...]
+    ) -> CostTooLarge | None:
+        """The refusal of a cost beyond a limit's capacity: which limit, and whether it is the
+        configured one (no wait helps) or one learned from the provider (until it lapses).
+        None if a limit's shape changed meanwhile, so that the cost fits after all."""
+        with self._lock:
+            now = self._monotonic()
+            over = [
+                index
+                for index, (amount, capacity) in enumerate(
+                    zip(amounts, self._capacities, strict=True)
+                )
+                if amount > capacity
+            ]
+            if not over:
+                return None
+            index = over[0]
+            share, learned_at = self._shares[index], self._learned_at[index]
+            until, capacity = self._learned_until[index], self._capacities[index]
+        limit = self.limits[index]
+        message = f"{name} {cost!r} exceeds the capacity of limit {limit}"
+        if share == 1.0:
+            return CostTooLarge(
+                f"{message} and could never be granted", key=self.name or None, limit=str(limit)
+            )
+        learned = Limit(limit.amount * share, limit.per_seconds, limit.unit, capacity)
+        return CostTooLarge(
+            f"{name} {cost!r} exceeds the capacity of limit {learned}, learned from the "
+            f"provider {now - learned_at:.1f}s ago (configured: {limit}); it holds until then",
+            retry_after=until - now,
+            key=self.name or None,
+            limit=str(learned),
+            learned=True,
+        )
 
     def _reshape_locked(self, shares: tuple[float, ...], factor: float) -> None:
         """Take `shares` of each limit's configured amount (what the provider grants), refilled
@@ -374,25 +463,37 @@ class Limiter:
         self._shares = shares
         self._rate_factor = factor
         self._capacities = tuple(
-            limit.capacity * share for limit, share in zip(self.limits, shares, strict=True)
+            limit.capacity if share == 1.0 else min(limit.capacity, limit.amount * share)
+            for limit, share in zip(self.limits, shares, strict=True)
         )
         self._intervals = tuple(
             period / (share * factor) for period, share in zip(self._periods, shares, strict=True)
         )
         self._taus = tuple(map(operator.mul, self._capacities, self._intervals))
         self._min_capacity = min(self._capacities, default=math.inf)
-        # One limit and a plain number cost take the fast path; -1 closes it otherwise.
-        self._simple_capacity = self._capacities[0] if len(self.limits) == 1 else -1.0
         self._simple_interval = self._intervals[0] if self.limits else 0.0
         self._simple_tau = self._taus[0] if self.limits else 0.0
+        self._open_fast_path_locked()
         if any(tat > -math.inf for tat in self._tats):
             now = self._monotonic()
+            ratios = list(map(operator.truediv, self._intervals, old))
             self._tats = [
-                now + (tat - now) * new / interval if tat > now else tat
-                for tat, interval, new in zip(self._tats, old, self._intervals, strict=True)
+                now + (tat - now) * ratio if tat > now else tat
+                for tat, ratio in zip(self._tats, ratios, strict=True)
             ]
+            if self._chains is not None:
+                for chains, ratio in zip(self._chains, ratios, strict=True):
+                    chains.scale(now, ratio)
 
-    def _clamped_limit(self, unit: str, remaining: float, provider: float | None) -> int | None:
+    def _open_fast_path_locked(self) -> None:
+        """One limit and a plain number cost take `try_acquire`'s fast path, unless the limiter
+        keeps chains or a learned limit may lapse: only the general path looks after those."""
+        plain = len(self.limits) == 1 and self._chains is None and self._shares == (1.0,)
+        self._simple_capacity = self._capacities[0] if plain else -1.0
+
+    def _clamped_limit(
+        self, unit: str, remaining: float, provider: float | None, reset: float | None
+    ) -> int | None:
         """The index of the limit of `unit` that a provider's report holds, once it has adopted
         a lower `provider` limit; None when there is none, or `remaining` is not a count."""
         indexes = [index for index, own in enumerate(self._units) if own == unit]
@@ -401,13 +502,36 @@ class Limiter:
         if provider is None:
             return min(indexes, key=lambda i: self.limits[i].per_seconds)
         index = min(indexes, key=lambda i: abs(math.log(self.limits[i].amount / provider)))
-        share = min(1.0, provider / self.limits[index].amount)
+        limit = self.limits[index]
+        share = min(1.0, provider / limit.amount)
+        lasting = limit.per_seconds
+        if reset is not None and lasting < reset < math.inf:
+            lasting = reset
         with self._lock:
+            now = self._monotonic()
+            learned = share < 1.0
+            self._learned_at[index] = now if learned else -math.inf
+            self._learned_until[index] = now + lasting if learned else math.inf
+            self._lapse_at = min(self._learned_until)
             if share != self._shares[index]:
                 shares = list(self._shares)
                 shares[index] = share
                 self._reshape_locked(tuple(shares), self._rate_factor)
         return index
+
+    def _forget_learned_locked(self, now: float) -> None:
+        """Give every learned limit that has lapsed by `now` its configured shape back."""
+        if now < self._lapse_at:
+            return
+        lapsed = [until <= now for until in self._learned_until]
+        for index, gone in enumerate(lapsed):
+            if gone:
+                self._learned_at[index], self._learned_until[index] = -math.inf, math.inf
+        self._lapse_at = min(self._learned_until)
+        shares = tuple(
+            1.0 if gone else share for gone, share in zip(lapsed, self._shares, strict=True)
+        )
+        self._reshape_locked(shares, self._rate_factor)
 
     def _clamp_seconds(
         self, index: int, remaining: float, provider: float | None, reset: float | None
@@ -426,38 +550,63 @@ class Limiter:
         return seconds
 
     def _raise_tat(self, index: int, seconds: float) -> None:
-        """Let limit `index` grant nothing beyond its schedule reaching `seconds` from now."""
+        """Let limit `index` grant nothing beyond its schedule reaching `seconds` from now; no
+        refund of an earlier reservation brings it back."""
         with self._lock:
             floor = self._monotonic() + seconds
             if floor > self._tats[index]:
                 self._tats[index] = floor
+                if self._chains is not None:
+                    self._decisions += 1
+                    self._chains[index].floor(self._decisions, floor)
 
     def _tokens(self) -> list[float]:
         with self._lock:
             now = self._monotonic()
+            self._forget_learned_locked(now)
             tats = tuple(self._tats)
+            capacities, intervals = self._capacities, self._intervals
         return [
             capacity - (max(tat, now) - now) / interval
-            for capacity, interval, tat in zip(self._capacities, self._intervals, tats, strict=True)
+            for capacity, interval, tat in zip(capacities, intervals, tats, strict=True)
         ]
-
-    def _simple(self, cost: Cost) -> TypeGuard[float]:
-        """One limit and a plain number cost within its capacity: the hot path's case."""
-        return (type(cost) is int or type(cost) is float) and 0 <= cost <= self._simple_capacity
 
     def _commit(self, increments: tuple[float, ...], max_wait: float) -> tuple[float, float]:
         """Take `increments` if the wait for them is at most `max_wait`: (now, wait).
 
         `wait` is 0.0 for a permit available now; nothing is taken when it exceeds `max_wait`.
         """
+        now, wait, _ = self._take(increments, max_wait)
+        return now, wait
+
+    def _take(
+        self, increments: tuple[float, ...], max_wait: float, *, reserving: bool = False
+    ) -> tuple[float, float, int]:
+        """`_commit`, and the number of the decision that took them (-1 when none did). A
+        reservation keeps the chains of every schedule for `SETTLE_WITHIN` seconds more."""
         with self._lock:
             now = self._monotonic()
+            if self._chains is not None and now >= self._tracked_until:
+                self._chains = None  # no reservation left that could still be given back
+                self._open_fast_path_locked()
             tats, wait = self._plan(increments, now)
             if wait <= _ROUNDING:
                 wait = 0.0
-            if wait <= max_wait:
-                self._tats = tats
-        return now, wait
+            if wait > max_wait:
+                return now, wait, -1
+            if reserving:
+                self._tracked_until = now + SETTLE_WITHIN
+                if self._chains is None:
+                    self._decisions += 1
+                    self._chains = [Chains(self._decisions, tat) for tat in self._tats]
+                    self._open_fast_path_locked()
+            self._decisions += 1
+            if self._chains is not None:
+                for index, chains in enumerate(self._chains):
+                    start = max(now, tats[index] - self._taus[index])
+                    tats[index] = chains.charge(self._decisions, now, increments[index], start)
+            self._tats = tats
+        return now, wait, self._decisions
 
     def _plan(self, increments: tuple[float, ...], now: float) -> tuple[list[float], float]:
         """The limits' next `tat`s if `increments` were taken now, and the wait before it may go."""
@@ -472,7 +621,8 @@ class Limiter:
         return tats, ready - now
 
     def _finish(self, reservation: Reservation, actual: Iterable[float]) -> None:
-        """Settle `reservation` at `actual` once: refund what it over-charged, charge the rest."""
+        """Settle `reservation` once at `actual` (seconds at the rates in force now): give back
+        what it over-charged as far as its chains allow, charge the rest as a new decision."""
         if reservation._limiter is not self:
             raise ValueError(f"{reservation!r} was not made by {self!r}")
         with self._lock:
@@ -480,19 +630,37 @@ class Limiter:
             if reserved is None:
                 return
             reservation._increments = None
-            if not isinstance(reserved, tuple):
-                reserved = (reserved,)
-            self._shift_locked(map(operator.sub, actual, reserved))
+            intervals = self._intervals
+            units = reservation._units or tuple(map(operator.truediv, reserved, intervals))
+            chains, position = self._chains, reservation._position
+            debts = []
+            done = zip(units, actual, intervals, strict=True)
+            for index, (unit, seconds, interval) in enumerate(done):
+                change = seconds - unit * interval
+                if change > 0.0:
+                    debts.append(change)
+                    continue
+                debts.append(0.0)
+                if change < 0.0 and chains is not None and position >= 0:
+                    self._tats[index] = chains[index].refund(position, -change)
+            if any(debts):
+                self._shift_locked(debts)
 
     def _shift_locked(self, changes: Iterable[float]) -> None:
-        """Move each limit's schedule by a change in seconds: back to refund, on to charge."""
+        """Move each limit's schedule by a change in seconds: on from now to charge a debt (a
+        new decision), back to give back a permit (as the latest decision: see `refund`)."""
         now = self._monotonic()
-        tats = self._tats
+        tats, chains = self._tats, self._chains
+        self._decisions += 1
         for index, change in enumerate(changes):
-            if change < 0.0:
-                tats[index] += change  # max(tat, now) keeps the level within capacity
+            if chains is not None and change > 0.0:
+                tats[index] = chains[index].charge(self._decisions, now, change, now)
+            elif chains is not None and change < 0.0:
+                tats[index] = chains[index].refund(self._decisions, -change)
             elif change > 0.0:
                 tats[index] = max(tats[index], now) + change
+            else:
+                tats[index] += change  # max(tat, now) keeps the level within capacity
 
     def _refusal(self, wait: float) -> RateLimited:
         limits = ", ".join(map(str, self.limits))

@@ -10,11 +10,13 @@ import time
 
 import pytest
 from freezegun import freeze_time
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from rate_limit_shield import _chains as chains_module
+from rate_limit_shield._chains import KEPT
 from rate_limit_shield.errors import ConfigError, RateLimited
-from rate_limit_shield.limiter import Limit, Limiter, Reservation, TokenBucket
+from rate_limit_shield.limiter import SETTLE_WITHIN, Limit, Limiter, Reservation, TokenBucket
 from rate_limit_shield.testing import FakeClock
 
 approx = pytest.approx
@@ -508,96 +510,221 @@ def test_threads_never_get_more_than_the_rate_allows() -> None:
     assert capacity <= sum(admitted) <= capacity + rate * elapsed + 1
 
 
-# -- properties ---------------------------------------------------------------------------------
-
-CAPACITIES = (5.0, 50.0)
-RATES = (0.5, 10.0)  # requests: 5 per 10 s; tokens: 100 per 10 s with a burst of 50
+# -- late refunds: only what no call since could have used comes back ---------------------------
 
 
-class TokenModel:
-    """The reference: plain token levels, negative while reservations wait or after debt."""
+def test_a_late_settle_gives_back_nothing_a_later_call_already_took() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(1000, 60, "input_tokens")], clock=clock)  # itpm 1000
+    call_a = limiter.reserve({"input_tokens": 1000})  # estimated 1000, really uses 100
+    clock.advance(60.0)  # A lasted a minute: its slot is over, the bucket full again
+    assert limiter.try_acquire({"input_tokens": 1000})  # B1 takes all of it
+    limiter.settle(call_a, {"input_tokens": 100})
+    assert not limiter.try_acquire({"input_tokens": 900})  # B2 would make it 1,900 at once
+    assert limiter.levels() == {"1000/60s input_tokens": approx(0.0)}
+
+
+def test_a_refund_does_not_bunch_later_calls_behind_a_queue() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(1, 1)], clock=clock)  # 1 per second, 1 at once
+    call_a = limiter.reserve(1)
+    queued = limiter.reserve(1)
+    assert queued.ready_at == approx(1.0)
+    clock.advance(0.5)
+    limiter.settle(call_a, 0.1)
+    # B goes at 1 s whatever A gave back: a bucket charged real costs when calls go holds
+    # 0.9 again only at 1.9 s. Giving back A's unused tail (0.5) would let this go at 1.4 s.
+    assert limiter.reserve(0.9).ready_at == approx(1.9)
+
+
+def test_a_reservation_cancelled_after_the_rate_recovered_gives_back_units_not_seconds() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(10, 10)], clock=clock)  # 1 per second, a burst of 10
+    limiter.scale_rates(0.5)  # an adaptive cut: one every 2 s
+    assert limiter.try_acquire(10)
+    queued = limiter.reserve(10)
+    assert queued.delay == approx(20.0)
+    limiter.scale_rates(1.0)  # recovered
+    limiter.cancel(queued)
+    assert sum(limiter.try_acquire() for _ in range(30)) == 0  # 10 at t=0, not 20
+    clock.advance(1.0)
+    assert limiter.try_acquire() and not limiter.try_acquire()
+
+
+def test_a_refund_comes_back_in_full_while_later_calls_queue_far_enough_behind() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(3000, 1, "tokens")], clock=clock)  # a bucket of one second
+    estimate, used = {"tokens": 566}, {"tokens": 309}
+    streaming = limiter.reserve(estimate)
+    for _ in range(10):
+        limiter.reserve(estimate)  # the last goes at 1.075 s
+    clock.advance(1.5)  # the stream lasts longer than the bucket takes to fill
+    before = limiter.levels()["3000/1s tokens"]
+    assert before == approx(3000 - 11 * 566 + 1.5 * 3000)
+    limiter.settle(streaming, used)
+    assert limiter.levels()["3000/1s tokens"] == approx(before + 566 - 309)
+
+
+def test_settles_out_of_order_each_give_back_in_full_when_nothing_came_between() -> None:
+    limiter = Limiter([Limit(1000, 60, "tokens")], clock=FakeClock())
+    first, second = limiter.reserve({"tokens": 400}), limiter.reserve({"tokens": 400})
+    limiter.settle(second, {"tokens": 100})
+    limiter.settle(first, {"tokens": 100})
+    assert limiter.available == approx(800)
+
+
+def test_a_reservation_settled_long_after_the_latest_one_gets_nothing_back() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(2, 3600)], clock=clock)  # one every 30 minutes
+    held = limiter.reserve(2)
+    clock.advance(SETTLE_WITHIN + 1.0)
+    assert not limiter.try_acquire()  # a decision: the limiter stops keeping the history
+    limiter.cancel(held)
+    assert limiter.available == approx((SETTLE_WITHIN + 1.0) / 1800)
+
+
+def test_the_chains_a_limit_keeps_stay_bounded() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(1e9, 1.0, "tokens")], clock=clock)
+    for size in range(10_000):  # growing costs: each new chain outgrows none of the others
+        limiter.reserve({"tokens": size})
+    assert limiter._chains is not None and len(limiter._chains[0]) <= KEPT
+
+
+# -- properties: against a provider's bucket, charged each call's real cost when it goes ------
+
+CAPACITY, RATE = 50.0, 10.0  # tokens: 100 per 10 s with a burst of 50
+
+
+class ProviderBucket:
+    """The reference: each call charged its real cost when it goes (FIFO), as a provider does."""
 
     def __init__(self) -> None:
-        self.levels = list(CAPACITIES)
+        self.calls: list[list[float]] = []  # [when it goes, what it costs], in arrival order
 
-    def advance(self, seconds: float) -> None:
-        self.levels = [
-            min(cap, level + seconds * rate)
-            for cap, level, rate in zip(CAPACITIES, self.levels, RATES, strict=True)
-        ]
+    def take(self, start: float, cost: float) -> list[float]:
+        call = [start, cost]
+        self.calls.append(call)
+        return call
 
-    def take(self, amounts: list[float]) -> None:
-        self.levels = [level - amount for level, amount in zip(self.levels, amounts, strict=True)]
+    def tat(self) -> float:
+        tat = -math.inf
+        for start, cost in self.calls:
+            tat = max(tat, start) + cost / RATE
+        return tat
 
-    def settle(self, charged: list[float], actual: list[float]) -> None:
-        """A refund is capped at capacity; a debt is not."""
-        self.levels = [
-            min(cap, level + was - now_is) if now_is < was else level + was - now_is
-            for cap, level, was, now_is in zip(
-                CAPACITIES, self.levels, charged, actual, strict=True
-            )
-        ]
+    def level(self, now: float) -> float:
+        return CAPACITY - (max(self.tat(), now) - now) * RATE
 
-    def time_to_fill(self) -> float:
-        return max(
-            (cap - level) / rate
-            for cap, level, rate in zip(CAPACITIES, self.levels, RATES, strict=True)
-        )
+    def overdrawn(self) -> list[float]:
+        """The calls that found less than their real cost in the bucket when they went."""
+        level, then, short = CAPACITY, -math.inf, []
+        for start, cost in sorted(self.calls, key=lambda call: call[0]):
+            level = min(CAPACITY, level + (start - then) * RATE) if then > -math.inf else level
+            then = start
+            if level < cost - 1e-6:
+                short.append(start)
+            level -= cost
+        return short
 
 
-@settings(max_examples=200)
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["reserve", "try"]), st.integers(0, 50)),
+        st.tuples(st.sampled_from(["settle", "cancel"]), st.integers(0, 200)),
+        st.tuples(st.just("advance"), st.floats(0, 20)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=STEPS, kept=st.sampled_from([KEPT, 2]))
+def test_the_limiter_holds_what_a_provider_charging_real_costs_would_hold(
+    steps: list[tuple[str, float]], kept: int
+) -> None:
+    """Exactly, while it keeps every chain; never more once it merges old ones (`kept` 2)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(chains_module, "KEPT", kept)
+        run_against_a_provider(steps, exact=kept == KEPT)
+
+
+def run_against_a_provider(steps: list[tuple[str, float]], *, exact: bool) -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(100, 10, "tokens", burst=50)], clock=clock)
+    provider = ProviderBucket()
+    held: list[tuple[Reservation, list[float]]] = []
+    for action, value in steps:
+        cost = {"tokens": value}
+        if action == "advance":
+            clock.advance(value)
+        elif action == "reserve":
+            reservation = limiter.reserve(cost)
+            held.append((reservation, provider.take(reservation.ready_at, value)))
+        elif action == "try":
+            margin = provider.level(clock.monotonic()) - value
+            granted = limiter.try_acquire(cost)
+            if abs(margin) > 1e-6 and exact:  # not a float-rounding tie
+                assert granted == (margin > 0)
+            if granted:
+                provider.take(clock.monotonic(), value)
+        elif held:
+            reservation, call = held.pop(int(value) % len(held))
+            if action == "settle":
+                call[1] *= (value % 100) / 100
+                limiter.settle(reservation, {"tokens": call[1]})
+            else:
+                call[1] = 0.0
+                limiter.cancel(reservation)
+        level = limiter.levels()["100/10s tokens burst 50"]
+        reference = provider.level(clock.monotonic())
+        if exact:
+            assert level == approx(reference, abs=1e-6)
+        else:
+            assert level <= reference + 1e-6
+    assert provider.overdrawn() == []
+
+
+@settings(max_examples=200, deadline=None)
 @given(
     steps=st.lists(
         st.one_of(
             st.tuples(st.sampled_from(["reserve", "try"]), st.integers(0, 50)),
             st.tuples(st.sampled_from(["settle", "cancel"]), st.integers(0, 200)),
             st.tuples(st.just("advance"), st.floats(0, 20)),
+            st.tuples(st.just("scale"), st.floats(0.05, 1.0)),
         ),
         max_size=60,
     )
 )
-def test_levels_follow_a_token_model_and_no_refund_is_lost(
+@example(steps=[("reserve", 50), ("advance", 5.0), ("try", 50), ("settle", 10), ("try", 45)])
+@example(steps=[("reserve", 1), ("reserve", 50), ("settle", 0), ("reserve", 1)])
+def test_no_window_admits_more_than_its_capacity_and_refill_whatever_the_order(
     steps: list[tuple[str, float]],
 ) -> None:
+    """Calls charged their real cost when they go never overdraw a bucket of the configured
+    capacity and rate, whatever reserve, settle, cancel and adaptive cuts do meanwhile."""
     clock = FakeClock()
-    limiter = Limiter([Limit(5, 10), Limit(100, 10, "tokens", burst=50)], clock=clock)
-    model = TokenModel()
+    limiter = Limiter([Limit(100, 10, "tokens", burst=50)], clock=clock)
+    provider = ProviderBucket()
     held: list[tuple[Reservation, list[float]]] = []
     for action, value in steps:
-        cost = {"requests": 1, "tokens": value}
-        amounts = [1.0, float(value)]
         if action == "advance":
             clock.advance(value)
-            model.advance(value)
+        elif action == "scale":
+            limiter.scale_rates(value)
         elif action == "reserve":
-            held.append((limiter.reserve(cost), amounts))
-            model.take(amounts)
+            reservation = limiter.reserve({"tokens": value})
+            held.append((reservation, provider.take(reservation.ready_at, value)))
         elif action == "try":
-            granted = limiter.try_acquire(cost)
-            margins = [level - amount for level, amount in zip(model.levels, amounts, strict=True)]
-            if all(abs(margin) > 1e-6 for margin in margins):  # not a float-rounding tie
-                assert granted == all(margin > 0 for margin in margins)
-            if granted:
-                model.take(amounts)
+            if limiter.try_acquire({"tokens": value}):
+                provider.take(clock.monotonic(), value)
         elif held:
-            reservation, charged = held.pop(int(value) % len(held))
-            if action == "settle":
-                limiter.settle(reservation, cost)
-                model.settle(charged, amounts)
-            else:
-                limiter.cancel(reservation)
-                model.settle(charged, [0.0, 0.0])
-        levels = list(limiter.levels().values())
-        assert all(level <= cap for level, cap in zip(levels, CAPACITIES, strict=True))
-        assert levels == approx(model.levels, abs=1e-6)
-
-    for reservation, charged in held:
-        limiter.cancel(reservation)
-        model.settle(charged, [0.0, 0.0])
-    assert list(limiter.levels().values()) == approx(model.levels, abs=1e-6)
-    clock.advance(model.time_to_fill() + 1)
-    assert limiter.available == CAPACITIES[0]
-    assert list(limiter.levels().values()) == list(CAPACITIES)
+            reservation, call = held.pop(int(value) % len(held))
+            used = call[1] * (value % 100) / 100 if action == "settle" else 0.0
+            limiter.settle(reservation, {"tokens": used})
+            call[1] = used
+    assert provider.overdrawn() == []
 
 
 def test_refund_gives_back_a_cost_taken_by_try_acquire() -> None:
