@@ -446,7 +446,9 @@ class Limiter:
             return CostTooLarge(
                 f"{message} and could never be granted", key=self.name or None, limit=str(limit)
             )
-        learned = Limit(limit.amount * share, limit.per_seconds, limit.unit, capacity)
+        amount = limit.amount * share
+        burst = None if capacity == amount else capacity
+        learned = Limit(amount, limit.per_seconds, limit.unit, burst)
         return CostTooLarge(
             f"{name} {cost!r} exceeds the capacity of limit {learned}, learned from the "
             f"provider {now - learned_at:.1f}s ago (configured: {limit}); it holds until then",
