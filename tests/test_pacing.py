@@ -8,6 +8,7 @@ import pytest
 
 import rate_limit_shield as rls
 from rate_limit_shield import Limit, Limiter, Outcome, Registry, Verdict
+from rate_limit_shield._bounded import CLASS_CACHE_MAX
 from rate_limit_shield.llm import AdaptiveRate, Guide, LLMClassifier, RateLimitInfo
 from rate_limit_shield.testing import FakeClock
 
@@ -107,6 +108,16 @@ def test_the_guide_reads_raw_responses_and_skips_classes_without_headers() -> No
     guide(Outcome.SUCCESS, {"usage": {}})
     guide(Outcome.SUCCESS, Response(200, {"anthropic-ratelimit-requests-remaining": "7"}))
     assert limiter.available == pytest.approx(7)
+
+
+def test_the_guide_remembers_a_bounded_number_of_classes_that_teach_nothing() -> None:
+    guide = Guide(Limiter([Limit(60, 60)], clock=FakeClock()))
+    for number in range(50_000):  # a class made on the fly for every result
+        guide(Outcome.SUCCESS, type(f"Answer{number}", (), {})())
+    assert 0 < len(guide.skip) <= CLASS_CACHE_MAX
+    kind = type("Answer", (), {})
+    guide(Outcome.SUCCESS, kind())
+    assert kind in guide.skip
 
 
 def test_the_guide_ignores_malformed_headers() -> None:

@@ -10,6 +10,7 @@ configured limits.
 
 from __future__ import annotations
 
+from .._bounded import remember
 from ..clock import SYSTEM_CLOCK, Clock
 from ..limiter import Limiter
 from ..outcome import Outcome
@@ -90,16 +91,17 @@ class Guide:
         self._limiter = limiter
         self._clock = clock
         self.adaptive = adaptive
-        self.skip: set[type] = set()
+        self.skip: dict[type, None] = {}
         """Result classes that teach nothing (no headers, and no pacing to recover): a shield
-        need not call the guide for their successes."""
+        need not call the guide for their successes. Bounded: classes made on the fly come and
+        go."""
 
     def __call__(self, outcome: Outcome, subject: object) -> None:
         headers = headers_of(subject)
         if headers is not None:
             self.clamp(RateLimitInfo.from_headers(headers, now=self._clock.time()))
         elif self.adaptive is None and not isinstance(subject, BaseException):
-            self.skip.add(type(subject))
+            remember(self.skip, type(subject), None)
         adaptive = self.adaptive
         if adaptive is not None:
             if outcome is _SUCCESS:
