@@ -289,6 +289,37 @@ def test_a_probe_result_from_an_older_episode_counts_for_nothing(redis_url: str)
     assert three.state is HALF_OPEN
 
 
+def test_probes_of_an_earlier_round_hold_their_fleet_slots_until_they_end(
+    redis_url: str,
+) -> None:
+    """N = 3: one probe fails while two are still at the service; the next round has one slot."""
+    client = from_url(redis_url)[0]
+    one, two, three, four = (
+        breaker(redis_url, failure_threshold=1, half_open_max_calls=3, clock=FakeClock())
+        for _ in range(4)
+    )
+    half_open_fleet(client)
+    failed, slow, slower = one.acquire(), two.acquire(), three.acquire()
+    one.record(failed, FAILURE)  # the fleet opens again; two probes are still in flight
+    assert client.zcard(probes_key()) == 2
+    end_open_time(client)  # the next round
+    fresh = four.acquire()
+    with pytest.raises(CircuitOpen, match="every probe slot of the fleet"):
+        four.acquire()  # 2 + 1 in flight: never more than 3 at the recovering service
+    two.record(slow, SUCCESS)  # a late success is stale: it frees its slot, counts nothing
+    assert client.hget(state_key(), "successes") is None
+    assert client.zcard(probes_key()) == 2
+    another = four.acquire()  # the slot it freed
+    assert client.zcard(probes_key()) == 3
+    three.record(slower, FAILURE)  # a late failure: the service failed during recovery
+    assert three.state is OPEN
+    assert client.zcard(probes_key()) == 2  # the current round's probes keep their slots
+    four.record(fresh, SUCCESS)  # over by now: stale too
+    four.release(another)
+    assert client.zcard(probes_key()) == 0
+    assert client.hget(state_key(), "successes") is None
+
+
 def test_a_cancelled_or_throttled_probe_frees_its_fleet_slot(redis_url: str) -> None:
     client = from_url(redis_url)[0]
     one, two = (breaker(redis_url, failure_threshold=1, clock=FakeClock()) for _ in range(2))
@@ -394,10 +425,21 @@ def test_an_opening_in_another_process_is_seen_until_the_same_instant(
     assert here.state is OPEN
 
 
-def _prober(url: str, name: str, seconds: float, start: Any, results: Any) -> None:
+def _prober(
+    url: str, name: str, seconds: float, failing: bool, start: Any, results: Any
+) -> None:
     """4 threads probe the half-open fleet for `seconds`; each probe lasts 10 ms and is
-    released (counted neither way, so the fleet stays half-open). Puts the probes' wall times."""
-    here = breaker(url, name, half_open_max_calls=2, sync_interval=0.0)
+    released (counted neither way, so the fleet stays half-open), or, `failing`, lasts 50 ms and
+    fails (the fleet opens again for 20 ms, shorter than the probes still in flight last). Puts
+    the probes' wall times."""
+    here = breaker(
+        url,
+        name,
+        half_open_max_calls=2,
+        sync_interval=0.0,
+        recovery_timeout=0.02 if failing else 30.0,
+        probe_ttl=30.0,  # no prober here is taken for dead
+    )
     spans: list[tuple[float, float]] = []
     start.wait()
     end = time.time() + seconds
@@ -410,9 +452,12 @@ def _prober(url: str, name: str, seconds: float, start: Any, results: Any) -> No
                 time.sleep(0.002)  # a real process waiting for a real slot
                 continue
             began = time.time()
-            time.sleep(0.01)  # the probe call
+            time.sleep(0.05 if failing else 0.01)  # the probe call
             spans.append((began, time.time()))
-            here.release(permit)
+            if failing:
+                here.record(permit, FAILURE)
+            else:
+                here.release(permit)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for thread in threads:
@@ -422,11 +467,15 @@ def _prober(url: str, name: str, seconds: float, start: Any, results: Any) -> No
     results.put(spans)
 
 
-def test_never_more_than_n_probes_in_flight_across_processes(redis_url: str) -> None:
-    """3 processes x 4 threads probe a half-open breaker with N = 2 for 1.5 s."""
+@pytest.mark.parametrize("failing", [False, True], ids=["released", "failing"])
+def test_never_more_than_n_probes_in_flight_across_processes(
+    redis_url: str, failing: bool
+) -> None:
+    """3 processes x 4 threads probe a half-open breaker with N = 2 for 1.5 s; failing, each
+    probe opens it again, and the next round begins while the other probe is still out."""
     client = from_url(redis_url)[0]
     half_open_fleet(client, "probed")
-    reports = run_fleet(_prober, (redis_url, "probed", 1.5), size=3)
+    reports = run_fleet(_prober, (redis_url, "probed", 1.5, failing), size=3)
     events = sorted(
         (moment, step)
         for spans in reports

@@ -2,9 +2,10 @@
 
 `SharedBreaker` counts calls in each process, as `CircuitBreaker` does, but the state is the
 fleet's: when one process opens it, every process sees it open until the same instant (on the
-Redis server's clock), and the half-open probes are leased on Redis, so that exactly
-`half_open_max_calls` are in flight across the fleet. Each lease expires after `probe_ttl`, so a
-prober that died cannot wedge the breaker half-open.
+Redis server's clock), and the half-open probes are leased on Redis, so that at most
+`half_open_max_calls` are in flight across the fleet, those of earlier rounds that have not
+ended included. Each lease expires after `probe_ttl`, so a prober that died cannot wedge the
+breaker half-open.
 
 The closed fast path stays in memory: a process reads the fleet's state at most once per
 `sync_interval`, on a call that finds the interval over, and publishes an opening at once.
@@ -46,15 +47,18 @@ BREAKER_SCRIPT = Template(
 --          until reset), "timeout" (seconds of the last re-opening; absent: the base),
 --          "successes" (probes that succeeded in this episode). It expires $forget s after
 --          the open time ends, unless forced.
--- KEYS[2]: sorted set: this episode's probe leases, scored by when they expire.
+-- KEYS[2]: sorted set: the probe leases in flight, scored by when they expire: this episode's
+--          and those of earlier ones, which hold their slots until they end or expire. Closing
+--          drops them all.
 -- ARGV[1]: op, then by op:
 --   sync  seconds, force: open for at least `seconds` from now (nothing if < 0), until reset
 --         if force is 1; then report
 --   lease id, n, ttl: when half-open, lease a probe slot for ttl s if fewer than n are held
---   probe id, episode, result, n, base, ceiling: free the lease; if the episode is still the
---         current half-open one, a "success" closes once n succeeded, a "failure" opens again
---         for the last timeout (or base) doubled up to ceiling (0: not doubled); "release"
---         counts neither way
+--   probe id, episode, result, n, base, ceiling: free the lease; when half-open, a "failure"
+--         opens again for the last timeout (or base) doubled up to ceiling (0: not doubled),
+--         if the probe is of this episode or its lease was still held (a probe of an earlier
+--         one, still in flight); a "success" counts only in its own episode, and closes once n
+--         succeeded; "release" counts neither way
 --   reset close
 -- Returns {verdict, seconds left open, timeout (0: the base), episode} as strings; verdict is
 -- closed, open, forced, half_open, or for a lease: leased or busy.
@@ -68,7 +72,6 @@ local open_until = tonumber(episode)
 local function open(seconds, force)
   open_until = now + seconds
   episode = string.format('%.17g', open_until)
-  redis.call('DEL', leases)
   redis.call('HDEL', state, 'successes')
   redis.call('HSET', state, 'open_until', episode)
   if force then
@@ -105,20 +108,19 @@ elseif op == 'lease' then
   redis.call('PEXPIRE', leases, math.ceil((last - now) * 1000))  -- with its latest lease
   return report('leased')
 elseif op == 'probe' then
-  redis.call('ZREM', leases, ARGV[2])
-  if half_open and episode == ARGV[3] then
-    if ARGV[4] == 'success' then
-      if redis.call('HINCRBY', state, 'successes', 1) >= tonumber(ARGV[5]) then
-        redis.call('DEL', state, leases)
-        open_until = nil
-      end
-    elseif ARGV[4] == 'failure' then
-      local ceiling = tonumber(ARGV[7])
-      if timeout == 0 then timeout = tonumber(ARGV[6]) end
-      if ceiling > 0 then timeout = math.min(timeout * 2, ceiling) end
-      open(timeout, false)
-      redis.call('HSET', state, 'timeout', string.format('%.17g', timeout))
+  local held = redis.call('ZREM', leases, ARGV[2]) == 1
+  local current = episode == ARGV[3]
+  if half_open and ARGV[4] == 'success' and current then
+    if redis.call('HINCRBY', state, 'successes', 1) >= tonumber(ARGV[5]) then
+      redis.call('DEL', state, leases)
+      open_until = nil
     end
+  elseif half_open and ARGV[4] == 'failure' and (current or held) then
+    local ceiling = tonumber(ARGV[7])
+    if timeout == 0 then timeout = tonumber(ARGV[6]) end
+    if ceiling > 0 then timeout = math.min(timeout * 2, ceiling) end
+    open(timeout, false)
+    redis.call('HSET', state, 'timeout', string.format('%.17g', timeout))
   end
 elseif op == 'reset' then
   redis.call('DEL', state, leases)
@@ -159,8 +161,10 @@ class SharedBreaker(CircuitBreaker):
     or closed. Half-open, each probe first leases one of the fleet's `half_open_max_calls`
     slots for `probe_ttl` seconds (default: `PROBE_TTL_FACTOR` x `recovery_timeout`); its result
     frees the lease, and the fleet closes once that many probes succeeded, or re-opens (doubled
-    up to `max_recovery_timeout`) on a failed one. A probe that outlives its lease still counts
-    if the fleet has not moved on. `disable()` is local: a disabled process follows no opening.
+    up to `max_recovery_timeout`) on a failed one. As in memory, a probe that outlives its round
+    keeps its slot until it ends: its success is stale, its failure re-opens a later round.
+    A probe that outlives its lease still counts if the fleet has not moved on. `disable()` is
+    local: a disabled process follows no opening.
 
     Redis is only asked by the calling thread, synchronously (also under asyncio, where the
     shield calls breakers synchronously): once per `sync_interval` on the closed path, once
@@ -233,7 +237,8 @@ class SharedBreaker(CircuitBreaker):
         )
         self._sync_due = -math.inf
         self._pending: float | None = None  # an opening (local until) not yet published
-        self._leases: list[tuple[bytes, bytes | str]] = []  # this generation's (lease, episode)
+        # The fleet's leases of this process's probes in flight, by generation: (lease, episode)
+        self._leases: dict[Permit, list[tuple[bytes, bytes | str]]] = {}
 
     @property
     def probe_ttl(self) -> float:
@@ -339,7 +344,7 @@ class SharedBreaker(CircuitBreaker):
             now = self._clock.monotonic()
             current = self._gen == permit
             if current and fleet.verdict == "leased":
-                self._leases.append((lease, fleet.episode))
+                self._leases.setdefault(permit, []).append((lease, fleet.episode))
                 return permit
             self._end_probe_locked(permit)  # its slot, whatever round it belongs to by now
             if current:
@@ -370,23 +375,28 @@ class SharedBreaker(CircuitBreaker):
             super()._record_probe(permit, outcome, duration)
 
     def _finish_probe(self, permit: Permit, result: bytes) -> bool:
-        """Tell the fleet a probe's result and follow its answer; False when this probe is for
-        the in-memory logic: a late one, one let through while Redis was away, or Redis failed."""
+        """Tell the fleet a probe's result, whatever round it was let through in, free its slot
+        and follow the fleet's answer; False when the probe is for the in-memory logic: one let
+        through while Redis was away, or Redis failed now."""
         with self._lock:
-            if self._gen != permit or self._state is not _HALF_OPEN or not self._leases:
+            leases = self._leases.get(permit)
+            if not leases:
                 return False
-            lease, episode = self._leases.pop(0)  # the leases of one process are alike
+            lease, episode = leases.pop()  # the leases of one round of one process are alike
+            if not leases:
+                del self._leases[permit]
+            gen = self._gen
         reply = self._ask(b"probe", lease, episode, result, *self._probe_rules)
         if reply is None:
             return False
-        self._follow(_Fleet.of(reply), permit, probe=True)
+        with self._lock:
+            self._end_probe_locked(permit)
+        self._follow(_Fleet.of(reply), gen)
         return True
 
-    def _follow(self, fleet: _Fleet, gen: Permit, *, probe: bool = False) -> None:
+    def _follow(self, fleet: _Fleet, gen: Permit) -> None:
         """Adopt the fleet's state, unless this process changed state since it asked."""
         with self._lock:
-            if probe:
-                self._end_probe_locked(gen)  # its slot, whatever round it belongs to by now
             if self._gen != gen:
                 return
             change = self._adopt_locked(fleet, self._clock.monotonic())
@@ -415,11 +425,8 @@ class SharedBreaker(CircuitBreaker):
 
     def _close_locked(self) -> Change | None:
         self._pending = None
+        self._leases.clear()  # closing ends the episode: the fleet drops (or expires) them
         return super()._close_locked()
-
-    def _move_locked(self, new: State) -> Change | None:
-        self._leases.clear()  # a new generation: the fleet dropped (or expires) our leases
-        return super()._move_locked(new)
 
     def _notify(self, change: Change) -> None:
         super()._notify(change)
