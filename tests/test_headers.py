@@ -4,8 +4,11 @@ OpenAI, Azure OpenAI, Groq, Together and Anthropic, from every kind of headers c
 from __future__ import annotations
 
 import email.utils
+import itertools
 import math
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from email.message import Message
 
@@ -16,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rate_limit_shield.llm.headers import (
+    MAX_PAIRS,
     Quota,
     RateLimitInfo,
     header,
@@ -34,6 +38,23 @@ def message(*pairs: tuple[str, str]) -> Message:
     for name, value in pairs:
         headers[name] = value
     return headers
+
+
+NAMES_WITHOUT_RETRY_AFTER = st.one_of(
+    st.sampled_from(["x-ratelimit-limit-tokens", "x-ratelimit-reset-requests", "x-should-retry"]),
+    st.text(max_size=20).filter(lambda name: not name.strip().lower().startswith("retry-after")),
+    st.integers(),
+    st.just(10**5000),
+)
+ODD_VALUES = st.one_of(
+    st.text(max_size=20),
+    st.binary(max_size=20),
+    st.integers(),
+    st.just(10**5000),
+    st.floats(),
+    st.none(),
+    st.builds(object),
+)
 
 
 # --- header(): every container, case-insensitive, first value ---------------------------------
@@ -129,6 +150,74 @@ def test_header_skips_malformed_pairs_and_keeps_the_good_ones():
 
 def test_header_with_a_name_that_is_not_a_string_is_none():
     assert header({"5": "x"}, 5) is None  # type: ignore[arg-type]
+
+
+HUGE = 10**5000  # past Python's int-to-str digit limit: str() of it raises ValueError
+
+
+class PoisonedPair(tuple):
+    """A pair whose items cannot be read."""
+
+    def __getitem__(self, index):
+        raise RuntimeError("a pair that cannot be read")
+
+
+def pairs_then_failure():
+    yield ("Retry-After", "5")
+    raise RuntimeError("a container that breaks halfway")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-request-id": HUGE, "retry-after": 5},
+        [(HUGE, "1"), ("retry-after", "5")],
+        [("x-ratelimit-limit-tokens", HUGE), ("retry-after", "5")],
+        [PoisonedPair(("x", "y")), ("retry-after", "5")],
+        pairs_then_failure(),
+    ],
+    ids=["huge-int-value", "huge-int-name", "huge-int-limit", "unreadable-pair", "broken-later"],
+)
+def test_one_bad_header_loses_only_itself(headers):
+    info = RateLimitInfo.from_headers(headers, now=NOW)
+    assert info.retry_after == 5.0
+
+
+def test_a_huge_int_value_loses_only_its_own_header():
+    headers = {"x-ratelimit-remaining-tokens": HUGE, "x-ratelimit-remaining-requests": 7}
+    assert RateLimitInfo.from_headers(headers).requests == Quota(None, 7.0, None)
+    assert header(headers, "x-ratelimit-remaining-requests") == "7"
+
+
+def finishes(read: Callable[[], object]) -> object:
+    """What `read()` returns, failing the test instead of hanging if it never does."""
+    answers: list[object] = []
+    worker = threading.Thread(target=lambda: answers.append(read()), daemon=True)
+    worker.start()
+    worker.join(timeout=30.0)
+    assert answers, "reading the headers never finished"
+    return answers[0]
+
+
+def test_an_endless_iterable_of_headers_is_read_only_so_far():
+    endless = itertools.repeat(("a", "b"))
+    assert finishes(lambda: parse_retry_after(endless)) is None
+    assert not finishes(lambda: RateLimitInfo.from_headers(itertools.repeat(("a", "b"))))
+    assert finishes(lambda: header(itertools.repeat(("a", "b")), "a")) == "b"
+    found = itertools.chain([("retry-after", "5")], itertools.repeat(("a", "b")))
+    assert finishes(lambda: parse_retry_after(found)) == 5.0
+    late = itertools.chain(itertools.repeat(("a", "b"), MAX_PAIRS), [("retry-after", "5")])
+    assert parse_retry_after(late) is None  # past the first MAX_PAIRS: not read
+
+
+@given(
+    st.lists(st.tuples(NAMES_WITHOUT_RETRY_AFTER, ODD_VALUES), max_size=12),
+    st.integers(0, 12),
+)
+def test_a_good_retry_after_survives_any_other_header(others, where):
+    headers = [*others[:where], ("Retry-After", "5"), *others[where:]]
+    assert parse_retry_after(headers, now=NOW) == 5.0
+    assert RateLimitInfo.from_headers(headers, now=NOW).retry_after == 5.0
 
 
 # --- parse_retry_after --------------------------------------------------------------------------

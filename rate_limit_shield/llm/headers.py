@@ -3,12 +3,14 @@
 Providers answer every call (errors included) with their view of the key's buckets, and a 429
 with how long to wait. Reading both lets the shield pause exactly as long as asked and hold its
 local buckets to the provider's. Headers are untrusted input: a malformed one is ignored, never
-raised, and every number handed out is finite and >= 0. Durations longer than 2**31 seconds are
-clamped to it, as RFC 9111 (1.2.2) does for delta-seconds that overflow.
+raised, and loses only itself; every number handed out is finite and >= 0. Durations longer than
+2**31 seconds are clamped to it, as RFC 9111 (1.2.2) does for delta-seconds that overflow. Only
+the first `MAX_PAIRS` headers of a container are read, so that an endless one cannot hang a call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -16,8 +18,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import Message
+from itertools import islice
 
-__all__ = ["header", "parse_retry_after", "parse_duration", "Quota", "RateLimitInfo"]
+__all__ = ["MAX_PAIRS", "header", "parse_retry_after", "parse_duration", "Quota", "RateLimitInfo"]
+
+MAX_PAIRS = 1000
+"""Headers read from one container at most: far more than any response carries."""
 
 _Parser = Callable[[str], "float | None"]
 
@@ -194,20 +200,28 @@ class RateLimitInfo:
 
 
 def _index(headers: object) -> dict[str, str]:
-    """Lower-cased name -> first value; empty for anything that is not a headers container."""
-    if headers is None or isinstance(headers, (str, bytes, bytearray)):
-        return {}
+    """Lower-cased name -> first value, of the first `MAX_PAIRS` pairs; empty for anything that
+    is not a headers container. A container that fails halfway keeps what it gave before."""
     index: dict[str, str] = {}
-    try:
-        for pair in _pairs(headers):
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                continue
-            name, value = _text(pair[0]), _text(pair[1])
-            if name is not None and value is not None:
-                index.setdefault(name.lower(), value)
-    except Exception:  # a foreign container that fails to iterate is no headers at all
-        return {}
+    if headers is None or isinstance(headers, (str, bytes, bytearray)):
+        return index
+    with contextlib.suppress(Exception):  # a foreign container that fails to iterate
+        for pair in islice(_pairs(headers), MAX_PAIRS):
+            entry = _entry(pair)
+            if entry is not None:
+                index.setdefault(*entry)
     return index
+
+
+def _entry(pair: object) -> tuple[str, str] | None:
+    """A (lower-cased name, value) pair as text; None for anything else, whatever it raises."""
+    try:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            return None
+        name, value = _text(pair[0]), _text(pair[1])
+        return None if name is None or value is None else (name.lower(), value)
+    except Exception:  # an int past the digit limit, a pair that cannot be read: this one only
+        return None
 
 
 def _pairs(headers: object) -> Iterable[object]:
