@@ -17,7 +17,7 @@ import rate_limit_shield as rls
 from rate_limit_shield import stream
 from rate_limit_shield._bounded import CLASS_CACHE_MAX, remember
 from rate_limit_shield.errors import CircuitOpen, ConfigError, RateLimited
-from rate_limit_shield.llm import LLMClassifier, classify
+from rate_limit_shield.llm import classify
 from rate_limit_shield.registry import Registry
 from rate_limit_shield.shield import Shield
 from rate_limit_shield.testing import FakeClock
@@ -228,15 +228,18 @@ def test_max_keys_must_be_a_positive_int(value: object) -> None:
 
 
 def test_per_class_caches_stay_bounded_under_classes_made_on_the_fly() -> None:
-    shield = Shield(classifier=LLMClassifier())
+    registry, _ = registry_of({"default": {"rpm": 10**9}})
+    key = registry.key("m")  # its pipeline: stream kinds, the taxonomy and the header guide
+    assert key.guide is not None
     first = type("Made", (), {})
     gone = weakref.ref(first)
-    shield.call(first)
+    key.shield.call(first)
     del first
     for index in range(50_000):
-        shield.call(type(f"Made{index}", (), {}))
+        key.shield.call(type(f"Made{index}", (), {}))
     assert len(stream.KINDS) <= CLASS_CACHE_MAX
     assert len(classify._PLAIN_RESULT_CLASSES) <= CLASS_CACHE_MAX
+    assert len(key.guide.skip) <= CLASS_CACHE_MAX
     gc.collect()
     assert gone() is None  # no cache keeps a class made on the fly alive
 
