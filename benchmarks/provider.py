@@ -97,7 +97,7 @@ class Load:
     per_seconds: float
     prompts: tuple[Messages, ...]  # cycled through by each client
     answer: tuple[int, int]  # the shortest and the longest answer, in tokens
-    max_tokens: int | None  # what each call asks for
+    max_tokens: int | None  # what each call asks for (None, or no less than the longest answer)
     pace: float | None  # the answer streams at this many tokens per second; None: not streamed
     target: float  # the share of the allowed throughput @shielded must reach
 
@@ -133,10 +133,8 @@ class Load:
     @property
     def planned_cost(self) -> float:
         """The mean tokens a call is charged, by the plan: its prompt and its mean answer."""
-        answer = statistics.fmean(self.answer)
-        if self.max_tokens is not None:
-            answer = min(answer, self.max_tokens)
-        return statistics.fmean(FakeProvider.prompt_tokens(p) for p in self.prompts) + answer
+        prompts = statistics.fmean(FakeProvider.prompt_tokens(p) for p in self.prompts)
+        return prompts + statistics.fmean(self.answer)
 
     @property
     def drain(self) -> float:
@@ -156,7 +154,8 @@ class Load:
         async for chunk in stream:
             if math.isnan(admitted):
                 admitted = time.monotonic()
-            usage = chunk.usage or usage
+            if chunk.usage is not None:  # the last chunk's
+                usage = chunk.usage
         if usage is None:
             raise RuntimeError("the stream ended without its usage")
         return admitted, usage.total_tokens
