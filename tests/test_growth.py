@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 import tracemalloc
 import weakref
 from collections.abc import Callable, Iterator
@@ -197,6 +198,26 @@ def test_a_dropped_key_comes_back_fresh_and_shared_by_every_decorator() -> None:
     assert plain(model="m") == "m"
     with pytest.raises(RateLimited):  # the decorator with its own options shares the new key
         costed(model="m")
+
+
+def test_threads_churning_through_new_models_never_over_admit_a_busy_one() -> None:
+    policies = {"hot": {"rpm": 50, "max_wait": 0, "retry": None}, "default": AT_REST}
+    registry, _ = registry_of(policies, max_keys=5)
+    call = rls.shielded(ask, registry=registry)
+    admitted: list[str] = []
+
+    def worker(number: int) -> None:
+        for index in range(40):
+            call(model=f"other-{number}-{index}")
+            with contextlib.suppress(RateLimited):
+                admitted.append(call(model="hot"))
+
+    threads = [threading.Thread(target=worker, args=(number,)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(admitted) == 50  # 320 tries, 50 admitted, on one key throughout
 
 
 def test_a_key_handed_out_is_kept() -> None:
