@@ -3,9 +3,10 @@
 
 Each decorator is one wrapt layer around one `Shield`. Which Shield is decided per call by a
 resolver: the decorator's own (built from its arguments, and kept in the registry's state, so
-that testing mode and `reset` reach it) or a model key's (from the registry, cached per
-decorator and refreshed when `configure` runs). Sync or async, generator or not, is decided
-once, when decorating; the async wrapper is an `async def`.
+that testing mode and `reset` reach it) or a model key's (from the registry: for a named model,
+cached by the decorator until `configure` runs; for a model taken from each call, kept on that
+model's key, so that the registry may drop idle keys). Sync or async, generator or not, is
+decided once, when decorating; the async wrapper is an `async def`.
 """
 
 from __future__ import annotations
