@@ -555,7 +555,13 @@ def _per_call(
                 "no model for this call: pass model=... to it, or decorate with "
                 "@shielded(model=...)"
             )
-        return registry._key_for_call(model).pipeline(resolve, from_key)
+        key = registry._state.keys.get(model)  # inline, `_key_for_call` when the key is new
+        if key is None:
+            key = registry._key_for_call(model)
+        else:
+            key.used = True
+        shield = key.pipelines.get(resolve)
+        return shield if shield is not None else key.pipeline(resolve, from_key)
 
     return _Source(registry, resolve)
 
