@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -212,7 +213,7 @@ class Limiter:
 
     def try_acquire(self, cost: Cost = 1) -> bool:
         """Take `cost` now from every limit, or take nothing and return False. Never waits."""
-        # The hot path, inlined: one limit and a plain number cost (the test `_simple` makes).
+        # The hot path, inlined: one limit and a plain number cost (see `_open_fast_path_locked`).
         if (type(cost) is int or type(cost) is float) and 0 <= cost <= self._simple_capacity:
             lock = self._lock
             lock.acquire()  # explicit, not `with`: measurably cheaper on this hot path
@@ -232,7 +233,7 @@ class Limiter:
         increments = self._increments(cost)
         if not increments:  # no limits: only a pause holds calls back
             return self._monotonic() >= self._paused_until
-        return self._commit(increments, 0.0)[1] == 0.0
+        return self._take(increments, 0.0)[1] == 0.0
 
     def reserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
         """Commit `cost` on every limit if the wait for it is at most `max_wait`.
@@ -401,6 +402,8 @@ class Limiter:
         if self._lapse_at != math.inf:
             with self._lock:
                 self._forget_learned_locked(self._monotonic())
+        elif (type(cost) is int or type(cost) is float) and 0 <= cost <= self._min_capacity:
+            return (cost,) * len(self.limits)  # a plain number any limit can hold: all is said
         if type(cost) is int or type(cost) is float or not isinstance(cost, Mapping):
             amount = _amount(cost, name)
             amounts = (amount,) * len(self._intervals)
@@ -428,30 +431,26 @@ class Limiter:
         None if a limit's shape changed meanwhile, so that the cost fits after all."""
         with self._lock:
             now = self._monotonic()
-            over = [
-                index
-                for index, (amount, capacity) in enumerate(
-                    zip(amounts, self._capacities, strict=True)
-                )
-                if amount > capacity
-            ]
+            over = [i for i, capacity in enumerate(self._capacities) if amounts[i] > capacity]
             if not over:
                 return None
             index = over[0]
             share, learned_at = self._shares[index], self._learned_at[index]
             until, capacity = self._learned_until[index], self._capacities[index]
         limit = self.limits[index]
-        message = f"{name} {cost!r} exceeds the capacity of limit {limit}"
+        exceeds = f"{name} {cost!r} exceeds the capacity of limit"
         if share == 1.0:
             return CostTooLarge(
-                f"{message} and could never be granted", key=self.name or None, limit=str(limit)
+                f"{exceeds} {limit} and could never be granted",
+                key=self.name or None,
+                limit=str(limit),
             )
         amount = limit.amount * share
         burst = None if capacity == amount else capacity
         learned = Limit(amount, limit.per_seconds, limit.unit, burst)
         return CostTooLarge(
-            f"{name} {cost!r} exceeds the capacity of limit {learned}, learned from the "
-            f"provider {now - learned_at:.1f}s ago (configured: {limit}); it holds until then",
+            f"{exceeds} {learned}, learned from the provider {now - learned_at:.1f}s ago "
+            f"(configured: {limit}); no wait helps until it lapses",
             retry_after=until - now,
             key=self.name or None,
             limit=str(learned),
@@ -472,7 +471,8 @@ class Limiter:
             period / (share * factor) for period, share in zip(self._periods, shares, strict=True)
         )
         self._taus = tuple(map(operator.mul, self._capacities, self._intervals))
-        self._min_capacity = min(self._capacities, default=math.inf)
+        # Without limits a cost may be any finite amount: the fast lane of `_amounts` needs one.
+        self._min_capacity = min(self._capacities, default=sys.float_info.max)
         self._simple_interval = self._intervals[0] if self.limits else 0.0
         self._simple_tau = self._taus[0] if self.limits else 0.0
         self._open_fast_path_locked()
@@ -588,8 +588,9 @@ class Limiter:
         reservation keeps the chains of every schedule for `SETTLE_WITHIN` seconds more."""
         with self._lock:
             now = self._monotonic()
-            if self._chains is not None and now >= self._tracked_until:
-                self._chains = None  # no reservation left that could still be given back
+            chains = self._chains
+            if chains is not None and now >= self._tracked_until:
+                chains = self._chains = None  # no reservation left that could be given back
                 self._open_fast_path_locked()
             tats, wait = self._plan(increments, now)
             if wait <= _ROUNDING:
@@ -598,17 +599,19 @@ class Limiter:
                 return now, wait, -1
             if reserving:
                 self._tracked_until = now + SETTLE_WITHIN
-                if self._chains is None:
+                if chains is None:
                     self._decisions += 1
-                    self._chains = [Chains(self._decisions, tat) for tat in self._tats]
+                    chains = self._chains = [Chains(self._decisions, tat) for tat in self._tats]
                     self._open_fast_path_locked()
-            self._decisions += 1
-            if self._chains is not None:
-                for index, chains in enumerate(self._chains):
-                    start = max(now, tats[index] - self._taus[index])
-                    tats[index] = chains.charge(self._decisions, now, increments[index], start)
+            position = self._decisions = self._decisions + 1
+            if chains is not None:
+                taus = self._taus
+                for index, limit_chains in enumerate(chains):
+                    start = tats[index] - taus[index]  # when its call may go, if not at once
+                    start = start if start > now else now
+                    tats[index] = limit_chains.charge(position, now, increments[index], start)
             self._tats = tats
-        return now, wait, self._decisions
+        return now, wait, position
 
     def _plan(self, increments: tuple[float, ...], now: float) -> tuple[list[float], float]:
         """The limits' next `tat`s if `increments` were taken now, and the wait before it may go."""

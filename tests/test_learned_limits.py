@@ -55,8 +55,8 @@ def test_a_cost_beyond_a_learned_limit_is_a_clear_error_on_every_path() -> None:
         assert error.key == "gpt-4o"
         assert str(error) == (
             "[gpt-4o] cost {'tokens': 32000} exceeds the capacity of limit 30000/60s tokens, "
-            "learned from the provider 12.0s ago (configured: 2000000/60s tokens); it holds "
-            "until then (retry after 48.000s)"
+            "learned from the provider 12.0s ago (configured: 2000000/60s tokens); no wait "
+            "helps until it lapses (retry after 48.000s)"
         )
     assert limiter.try_acquire({"tokens": 30_000})  # what fits goes on
 

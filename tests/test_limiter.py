@@ -760,9 +760,12 @@ def test_a_limiter_without_limits_admits_everything_until_paused() -> None:
     assert limiter.try_acquire()
 
 
-def test_a_limiter_without_limits_still_refuses_bad_costs() -> None:
-    with pytest.raises(ValueError, match="cost must be a finite number >= 0, got -1"):
-        Limiter([]).try_acquire(-1)
+@pytest.mark.parametrize("cost", [-1, math.inf, math.nan])
+def test_a_limiter_without_limits_still_refuses_bad_costs(cost: float) -> None:
+    with pytest.raises(ValueError, match="cost must be a finite number >= 0, got"):
+        Limiter([]).try_acquire(cost)
+    with pytest.raises(ValueError, match="cost must be a finite number >= 0, got"):
+        Limiter([]).reserve(cost)
 
 
 # -- clamping to what the provider says remains -------------------------------------------------
