@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis_server import RedisServer, RoundTrips, processes, require_redis, run_fleet
 
-from rate_limit_shield import Limit, Limiter, Shield
-from rate_limit_shield.errors import ConfigError, RateLimited, ShieldError
+from rate_limit_shield import Limit, Limiter, Reservation, Shield
+from rate_limit_shield.errors import ConfigError, CostTooLarge, RateLimited, ShieldError
 from rate_limit_shield.llm.headers import RateLimitInfo
 from rate_limit_shield.llm.pacing import Guide
 from rate_limit_shield.registry import Registry
@@ -237,6 +237,35 @@ def test_settle_refunds_and_charges_debt(redis_url: str) -> None:
         limiter.settle(Limiter([Limit(1, 1)]).reserve(1), 1)
 
 
+def test_a_late_settle_gives_back_nothing_a_later_call_took(redis_url: str) -> None:
+    """1000 input tokens per second: A reserves 1000 (really 100) and settles only once its
+    window is over and B1 took 1000; B2 gets none of A's 900. Real time: the server's clock
+    decides, and B2 comes 0.9 s before the bucket could hold 900 again."""
+    limiter = make(redis_url, [Limit(1000, 1, unit="input_tokens")])
+    a = limiter.reserve({"input_tokens": 1000})
+    time.sleep(1.0)  # A's call lasts its window
+    assert limiter.try_acquire({"input_tokens": 1000})  # B1: the bucket is full again
+    limiter.settle(a, {"input_tokens": 100})
+    assert not limiter.try_acquire({"input_tokens": 900})  # B2: 1,900 in a second otherwise
+
+
+def test_a_cancelled_reservation_gives_back_nothing_promised_to_one_queued_behind(
+    redis_url: str,
+) -> None:
+    """A waits 60 s, B1 is queued behind it for 120 s; A's cancel cannot move B1's promised
+    start, so B2 goes after B1's whole charge, not beside it: as in memory."""
+    limits = [Limit(1000, 60, unit="input_tokens")]
+    delays = []
+    for limiter in (make(redis_url, limits), Limiter(limits)):
+        assert limiter.try_acquire({"input_tokens": 1000})  # empty until refilled
+        a = limiter.reserve({"input_tokens": 1000})
+        b1 = limiter.reserve({"input_tokens": 1000})
+        assert (a.delay, b1.delay) == approx((60, 120), abs=0.5)
+        limiter.cancel(a)
+        delays.append(limiter.reserve({"input_tokens": 900}).delay)
+    assert delays == approx([174, 174], abs=0.5)  # 120 + 54: after B1, not at 114
+
+
 def test_pause_holds_every_limit_and_is_never_shortened(redis_url: str) -> None:
     limiter = make(redis_url)
     limiter.pause(30)
@@ -246,70 +275,116 @@ def test_pause_holds_every_limit_and_is_never_shortened(redis_url: str) -> None:
     assert limiter.reserve(1, max_wait=60).delay == approx(30, abs=0.5)
 
 
-def _action(kind: str) -> st.SearchStrategy[tuple[Any, ...]]:
-    costs = st.fixed_dictionaries(
-        {"requests": st.integers(0, 2), "tokens": st.sampled_from([0, 100, 250])}
-    )
+COSTS = st.fixed_dictionaries(
+    {"requests": st.integers(0, 2), "tokens": st.sampled_from([0, 100, 250])}
+)
+
+
+def _action(kind: str, waits: tuple[float, ...]) -> st.SearchStrategy[tuple[Any, ...]]:
     index = st.integers(0, 5)
     return {
-        "try": st.tuples(st.just("try"), costs),
-        "reserve": st.tuples(st.just("reserve"), costs, st.sampled_from([0.0, 2.5e5, math.inf])),
-        "settle": st.tuples(st.just("settle"), index, costs),
+        "try": st.tuples(st.just("try"), COSTS),
+        "reserve": st.tuples(st.just("reserve"), COSTS, st.sampled_from(waits)),
+        "settle": st.tuples(st.just("settle"), index, COSTS),
         "cancel": st.tuples(st.just("cancel"), index),
-        "refund": st.tuples(st.just("refund"), costs),
+        "refund": st.tuples(st.just("refund"), COSTS),
         "pause": st.tuples(st.just("pause"), st.sampled_from([0.0, 5e4])),
     }[kind]
 
 
-ACTIONS = st.lists(
-    st.sampled_from(["try", "reserve", "settle", "cancel", "refund", "pause"]).flatmap(_action),
-    max_size=20,
-)
+def _actions(kinds: list[str], waits: tuple[float, ...]) -> st.SearchStrategy[list[Any]]:
+    return st.lists(
+        st.sampled_from(kinds).flatmap(lambda kind: _action(kind, waits)), max_size=20
+    )
+
+
+SLOW = [Limit(5, 1e6), Limit(1000, 1e6, unit="tokens")]
+"""So slow (a token per 1000 s) that the real time between two decisions changes no level by
+more than 1e-4."""
+
+
+def _drive(limiter: Limiter, action: str, arguments: list[Any], held: list[Any]) -> Any:
+    """`action` on `limiter`: a decision's outcome (a refusal too), None for the others; a
+    reservation joins `held`, which settle and cancel pick from."""
+    if action == "try":
+        return limiter.try_acquire(arguments[0])
+    if action == "reserve":
+        try:
+            held.append(limiter.reserve(*arguments))
+        except RateLimited as refusal:
+            return refusal
+        return held[-1]
+    if action == "settle" and held:
+        limiter.settle(held[arguments[0] % len(held)], arguments[1])
+    elif action == "cancel" and held:
+        limiter.cancel(held[arguments[0] % len(held)])
+    elif action == "refund":
+        limiter.refund(arguments[0])
+    elif action == "pause":
+        limiter.pause(arguments[0])
+    return None
+
+
+def _drive_alike(
+    shared: RedisLimiter, alone: Limiter, actions: list[tuple[Any, ...]], *, levels: bool
+) -> tuple[list[Any], list[Any]]:
+    """Drive both limiters alike, checking that they decide alike (and, with `levels`, that
+    they hold the same after each action); the reservations each holds."""
+    held: tuple[list[Any], list[Any]] = ([], [])
+    for action, *arguments in actions:
+        ours, theirs = (
+            _drive(limiter, action, arguments, reservations)
+            for limiter, reservations in zip((shared, alone), held, strict=True)
+        )
+        if isinstance(theirs, RateLimited):
+            assert isinstance(ours, RateLimited)
+            assert ours.retry_after == approx(theirs.retry_after, abs=5)
+        elif isinstance(theirs, Reservation):
+            assert isinstance(ours, Reservation)
+            assert ours.delay == approx(theirs.delay, abs=5)
+        else:
+            assert ours == theirs
+        if levels:
+            assert shared.levels() == approx(alone.levels(), abs=0.01)
+            assert shared.paused_for == approx(alone.paused_for, abs=5)
+    return held
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(actions=ACTIONS)
+@given(actions=_actions(["try", "reserve", "settle", "cancel", "pause"], waits=(0.0,)))
 def test_decisions_match_the_in_memory_limiter(
     redis_server: RedisServer, actions: list[tuple[Any, ...]]
 ) -> None:
-    """Both limiters, driven alike, decide alike. The limits are so slow (a token per 1000 s)
-    that the real time between the two decisions changes no level by more than 1e-4."""
-    limits = [Limit(5, 1e6), Limit(1000, 1e6, unit="tokens")]
-    shared = make(redis_server.url, limits, name=uuid.uuid4().hex)
-    alone = Limiter(limits)
-    held: list[tuple[Any, Any]] = []
-    for action, *arguments in actions:
-        if action == "try":
-            assert shared.try_acquire(arguments[0]) == alone.try_acquire(arguments[0])
-        elif action == "reserve":
-            outcomes: list[Any] = []
-            for limiter in (shared, alone):
-                try:
-                    outcomes.append(limiter.reserve(*arguments))
-                except RateLimited as refusal:
-                    outcomes.append(refusal)
-            if isinstance(outcomes[1], RateLimited):
-                assert isinstance(outcomes[0], RateLimited)
-                assert outcomes[0].retry_after == approx(outcomes[1].retry_after, abs=5)
-            else:
-                assert outcomes[0].delay == approx(outcomes[1].delay, abs=5)
-                held.append((outcomes[0], outcomes[1]))
-        elif action in ("settle", "cancel") and held:
-            pair = held[arguments[0] % len(held)]
-            for limiter, reservation in zip((shared, alone), pair, strict=True):
-                if action == "settle":
-                    limiter.settle(reservation, arguments[1])
-                else:
-                    limiter.cancel(reservation)
-        elif action == "refund":
-            shared.refund(arguments[0])
-            alone.refund(arguments[0])
-        elif action == "pause":
-            shared.pause(arguments[0])
-            alone.pause(arguments[0])
-        levels, expected = shared.levels(), alone.levels()
-        assert levels == approx(expected, abs=0.01)
-        assert shared.paused_for == approx(alone.paused_for, abs=5)
+    """Both limiters, driven alike, decide alike and hold alike, settlements included, while
+    calls go at once (queued ones, and permits given back: see the next test)."""
+    shared = make(redis_server.url, SLOW, name=uuid.uuid4().hex)
+    _drive_alike(shared, Limiter(SLOW), actions, levels=True)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    actions=_actions(["try", "reserve", "refund", "pause"], waits=(0.0, 2.5e5, math.inf)),
+    settlements=st.lists(st.tuples(st.integers(0, 5), st.none() | COSTS), max_size=8),
+)
+def test_late_settlements_never_give_back_more_than_in_memory(
+    redis_server: RedisServer,
+    actions: list[tuple[Any, ...]],
+    settlements: list[tuple[int, dict[str, int] | None]],
+) -> None:
+    """Queued calls and permits given back too: the same decisions, then reservations settled
+    late (or cancelled: None). Redis keeps no history of the calls since a reservation, only
+    bounds on where their chains end, so it may give back less than the in-memory limiter,
+    never more."""
+    shared = make(redis_server.url, SLOW, name=uuid.uuid4().hex)
+    alone = Limiter(SLOW)
+    held = _drive_alike(shared, alone, actions, levels=True)
+    for index, actual in settlements:
+        action = "settle" if actual is not None else "cancel"
+        for limiter, reservations in zip((shared, alone), held, strict=True):
+            _drive(limiter, action, [index, actual], reservations)
+        expected = alone.levels()
+        for label, level in shared.levels().items():
+            assert level <= expected[label] + 0.01
 
 
 def test_one_round_trip_per_decision(redis_url: str) -> None:
@@ -365,7 +440,8 @@ def test_state_is_one_small_string_per_key_whatever_the_weights(redis_url: str) 
     for weight in range(1, 2001):
         limiter.try_acquire({"requests": 1, "tokens": weight * 997})
     assert client.type(key()) == b"string"
-    assert client.strlen(key()) == 2 * 8 + 4 * 8  # an id per limit; expiry, pause, a tat each
+    # An id per limit; expiry and pause; a tat, a last start, what was given back, a cut each.
+    assert client.strlen(key()) == 2 * 8 + 2 * 8 + 2 * 4 * 8
     usage = client.memory_usage(key())
     assert usage is not None and small is not None
     assert usage < 2 * 200
@@ -604,6 +680,41 @@ def test_a_clamp_on_redis_matches_the_in_memory_clamp(
             limiter.clamp(*clamp)
     assert shared.levels() == approx(alone.levels(), abs=0.01)
     assert shared.wait_time() == approx(alone.wait_time(), abs=0.5)
+
+
+def test_a_learned_limit_below_a_calls_cost_is_a_clear_error_until_it_lapses(
+    redis_url: str,
+) -> None:
+    """A provider says 30,000 tokens a minute where 2,000,000 are configured: a call of 32,000
+    is refused with `CostTooLarge` naming the learned limit, sync and async, and goes once the
+    learned limit lapses; a provider limit below one unit is ignored, as in memory."""
+    clock = FakeClock()
+    limits = [Limit(2_000_000, 60, unit="tokens"), Limit(100, 60)]
+    limiter = make(redis_url, limits, clock=clock)
+    limiter.clamp("tokens", 30_000, limit=30_000)
+    big = {"requests": 1, "tokens": 32_000}
+
+    async def areserve() -> Reservation:
+        try:
+            return await limiter.areserve(big)
+        finally:
+            assert limiter._script.aclient is not None
+            await limiter._script.aclient.aclose()
+
+    attempts = [
+        lambda: limiter.reserve(big),
+        lambda: limiter.try_acquire(big),
+        lambda: asyncio.run(areserve()),
+    ]
+    for attempt in attempts:
+        with pytest.raises(CostTooLarge) as refused:
+            attempt()
+        assert refused.value.learned and refused.value.limit == "30000/60s tokens"
+        assert refused.value.retry_after == approx(60, abs=0.1)
+    limiter.clamp("requests", 50, limit=0.5)  # could not admit one request: malformed
+    assert limiter.wait_time({"requests": 60}) > 0.0  # 50 left of the configured 100: a wait
+    clock.advance(60)
+    assert limiter.reserve(big).delay == 0.0
 
 
 def test_a_clamp_is_one_round_trip_and_none_without_a_limit_to_hold(redis_url: str) -> None:

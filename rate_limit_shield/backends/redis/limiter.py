@@ -3,7 +3,8 @@
 `RedisLimiter` is a `Limiter` whose GCRA schedules live in one small Redis string per key, so
 that a fleet of processes shares one quota. Each decision (reserve, settle, refund, pause, clamp)
 is a single EVALSHA of `SCRIPT`, which takes the time from the Redis server: client clocks that
-disagree cannot over-admit, and the arithmetic is the in-memory one. The local clock only sleeps.
+disagree cannot over-admit, and the arithmetic is the in-memory one (but for what a late
+settlement gives back: see `RedisLimiter`). The local clock only sleeps.
 
 A decision costs little more than the round trip: the script runs three commands (TIME, GET,
 SET) on binary doubles, and its request is encoded ahead but for its numbers.
@@ -44,7 +45,7 @@ from ...limiter import (
     _check_positive,
     _max_wait,
 )
-from ._script import GuardedScript, ScriptCall, fleet_key
+from ._script import GuardedScript, ScriptCall, bulk, fleet_key
 
 __all__ = ["BackendUnavailable", "RedisLimiter", "SCRIPT", "check_options"]
 
@@ -62,51 +63,72 @@ SCRIPT = Template(
     """\
 -- rate-limit-shield: one decision on the limits of one key, on the server's clock.
 -- KEYS[1]: string: the 8-byte ids of the limits it holds, then little-endian doubles: when the
---          key expires, the pause (before which nobody proceeds), and each limit's tat (its
---          GCRA theoretical arrival time), in server seconds. It expires at least $margin s
---          after every bucket is full again, pushed on (to twice the time until full, + 2 x
---          $margin s) only when that comes too close: SET keeps the TTL meanwhile. A TTL is at
---          most 1e15 ms (30,000 years): a longer one would reach PEXPIRE in exponent notation.
+--          key expires and the pause (before which nobody proceeds), in server seconds, then
+--          four for each limit: its tat (its GCRA theoretical arrival time), its last start (the
+--          latest instant a call charged to it may go, as far as this limit alone holds it
+--          back: max(now, tat - tau) after the charge), the seconds of permits given back in
+--          all (by shifts without a reservation), and its cut: the instant its state began or a
+--          provider's floor last raised its tat, before which no reservation gets anything
+--          back. It expires at least $margin s after every bucket is full again and every start
+--          has passed, pushed on (to twice the time until then, + 2 x $margin s) only when that
+--          comes too close: SET keeps the TTL meanwhile. A TTL is at most 1e15 ms (30,000
+--          years): a longer one would reach PEXPIRE in exponent notation.
 -- KEYS[2], only with a heartbeat: hash: a field per live limiter holding its last heartbeat.
 -- ARGV: op; the ids of this limiter's limits; little-endian doubles: param, then each limit's
---       amount (seconds of schedule), then each limit's tau; then, with KEYS[2], the member.
+--       amount (seconds of schedule), then each limit's tau; ARGV[4]: with KEYS[2], the
+--       member; for a shift that settles a reservation, what its reserve returned but the wait.
 --   reserve (param: max_wait) takes every amount if the wait is at most max_wait, else nothing.
---           Returns the wait in microseconds (rounded up, at most 1e18) if taken, or -1 - that
---           wait if not; with a heartbeat, {that, the number of live limiters}.
---   shift   moves each tat back by a negative amount (refund), on from now by a positive one.
+--           Returns, if taken, a string of doubles: the wait in seconds, now, then for each
+--           limit where the slot its call takes there ends (start + amount), plus the seconds
+--           given back so far; if not, the wait in microseconds (rounded up, at most 1e18);
+--           with a heartbeat, {that, the number of live limiters}.
+--   shift   moves each tat on from now by a positive amount (a debt, charged now), back by a
+--           negative one: all of it for a permit given back, but for a reservation at most
+--           what its slot has beyond the last start and the permits given back since, and
+--           nothing if it is older than the cut. The chain of each call charged since (where
+--           its schedule would end, every later charge included) ends by the last start + the
+--           charges since; the reservation's own ends at its slot's end + the same - what was
+--           given back since, and the tat is past it: so the tat may come back that far, no
+--           further, and no bucket charged each call's real cost when it went holds more (the
+--           chains: see `Reservation`).
 --   pause   (param: seconds) holds the key until now + seconds, unless it is held longer.
 --   floor   raises each tat to now + its amount (seconds; -inf leaves it), unless it is later.
 --   read    returns {now, pause, tat...} as strings, "-inf" where there is none.
 -- Limiters of other limits on the same key (another configuration) share the limits of the
--- same id; the tats of the others are kept until full. A value of another size counts as none.
--- Lua numbers go to Redis with 17 digits, but come back from a script truncated to integers.
+-- same id; those of the others are kept until full and started. A value of another size counts
+-- as none. Lua numbers go to Redis with 17 digits, but come back from a script truncated to
+-- integers.
 local clock = redis.call('TIME')
 local now = clock[1] + clock[2] / 1000000
 local state_key, op, ids, numbers = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local count = #ids / 8
 local param = struct.unpack('<d', numbers)
 local stored = redis.call('GET', state_key)
--- expires, pause, the tat of each of this limiter's limits, then those of the others (ids: others)
+-- expires, pause, then (tat, last start, given back, cut) of each of this limiter's limits
+-- from 4 x its place - 1, then those of the others (their ids: others)
 local state, others = {-math.huge, -math.huge}, ''
-if stored and #stored == 16 * count + 16 and string.sub(stored, 1, 8 * count) == ids then
+if stored and #stored == 40 * count + 16 and string.sub(stored, 1, 8 * count) == ids then
   local at = 8 * count + 1
-  for i = 1, count + 2 do state[i], at = struct.unpack('<d', stored, at) end
+  for i = 1, 4 * count + 2 do state[i], at = struct.unpack('<d', stored, at) end
 else
-  for i = 1, count do state[2 + i] = -math.huge end
-  local size = (#(stored or '') - 16) / 16
+  for i = 1, count do
+    local base = 4 * i - 1
+    state[base], state[base + 1], state[base + 2], state[base + 3] = -math.huge, -math.huge, 0, now
+  end
+  local size = (#(stored or '') - 16) / 40
   if size >= 0 and size % 1 == 0 then
     local ours, at = {}, 8 * size + 1
-    for i = 1, count do ours[string.sub(ids, 8 * i - 7, 8 * i)] = 2 + i end
-    state[1], at = struct.unpack('<d', stored, at)
-    state[2], at = struct.unpack('<d', stored, at)
+    for i = 1, count do ours[string.sub(ids, 8 * i - 7, 8 * i)] = 4 * i - 1 end
+    state[1], state[2], at = struct.unpack('<dd', stored, at)
     for j = 1, size do
-      local id, tat = string.sub(stored, 8 * j - 7, 8 * j), 0
-      tat, at = struct.unpack('<d', stored, at)
-      if ours[id] then
-        state[ours[id]] = tat
-      elseif tat > now then
-        others = others .. id
-        state[#state + 1] = tat
+      local id, limit = string.sub(stored, 8 * j - 7, 8 * j), {}
+      limit[1], limit[2], limit[3], limit[4], at = struct.unpack('<dddd', stored, at)
+      local base = ours[id]
+      if not base and math.max(limit[1], limit[2]) > now then
+        others, base = others .. id, #state + 1
+      end
+      if base then
+        for k = 1, 4 do state[base + k - 1] = limit[k] end
       end
     end
   end
@@ -114,29 +136,48 @@ end
 
 local reply, changed = 0, false
 if op == 'reserve' then
-  local ready = state[2]
+  local ready, starts = state[2], {}
   for i = 1, count do
-    local tat = state[2 + i]
-    if tat < now then tat = now end
-    tat = tat + struct.unpack('<d', numbers, 8 * i + 1)
-    state[2 + i] = tat
-    tat = tat - struct.unpack('<d', numbers, 8 * (count + i) + 1)
-    if tat > ready then ready = tat end
+    local tat = math.max(state[4 * i - 1], now) + struct.unpack('<d', numbers, 8 * i + 1)
+    starts[i] = math.max(tat - struct.unpack('<d', numbers, 8 * (count + i) + 1), now)
+    if starts[i] > ready then ready = starts[i] end
+    state[4 * i - 1] = tat
   end
   local wait = ready - now
   if wait <= $rounding then wait = 0 end
-  reply = math.ceil(math.min(wait, 1e12) * 1000000)
   changed = wait <= param
-  if not changed then reply = -1 - reply end
+  if changed then
+    local slots = {wait, now}
+    for i = 1, count do
+      state[4 * i] = math.max(state[4 * i], starts[i])
+      slots[i + 2] = starts[i] + struct.unpack('<d', numbers, 8 * i + 1) + state[4 * i + 1]
+    end
+    reply = struct.pack('<' .. string.rep('d', count + 2), unpack(slots))
+  else
+    reply = math.ceil(math.min(wait, 1e12) * 1000000)
+  end
 elseif op == 'shift' then
+  local given = ARGV[4]
+  local reserved_at = given and struct.unpack('<d', given)
   for i = 1, count do
-    local change = struct.unpack('<d', numbers, 8 * i + 1)
-    if change < 0 then
-      state[2 + i] = state[2 + i] + change
+    local change, tat = struct.unpack('<d', numbers, 8 * i + 1), state[4 * i - 1]
+    if change > 0 then
+      state[4 * i - 1] = math.max(tat, now) + change
+      state[4 * i] = math.max(state[4 * i], now)
       changed = true
-    elseif change > 0 then
-      state[2 + i] = math.max(state[2 + i], now) + change
-      changed = true
+    elseif change < 0 and tat > now then
+      if not given then
+        state[4 * i + 1] = state[4 * i + 1] - change
+      elseif state[4 * i + 2] <= reserved_at then
+        local room = struct.unpack('<d', given, 8 * i + 1) - state[4 * i] - state[4 * i + 1]
+        change = math.max(change, -math.max(room, 0))
+      else
+        change = 0
+      end
+      if change < 0 then
+        state[4 * i - 1] = tat + change
+        changed = true
+      end
     end
   end
 elseif op == 'pause' then
@@ -145,20 +186,21 @@ elseif op == 'pause' then
 elseif op == 'floor' then
   for i = 1, count do
     local tat = now + struct.unpack('<d', numbers, 8 * i + 1)
-    if tat > state[2 + i] then
-      state[2 + i] = tat
+    if tat > state[4 * i - 1] then
+      -- a reservation made at this very microsecond, before or after, gets nothing back
+      state[4 * i - 1], state[4 * i + 2] = tat, now + 1e-6
       changed = true
     end
   end
 else
-  local values = {string.format('%.17g', now)}
-  for i = 2, count + 2 do values[i] = string.format('%.17g', state[i]) end
+  local values = {string.format('%.17g', now), string.format('%.17g', state[2])}
+  for i = 1, count do values[i + 2] = string.format('%.17g', state[4 * i - 1]) end
   return values
 end
 
 if changed then
-  local full_at, expires = now, state[1]
-  for i = 2, #state do if state[i] > full_at then full_at = state[i] end end
+  local full_at, expires = math.max(now, state[2]), state[1]
+  for base = 3, #state, 4 do full_at = math.max(full_at, state[base], state[base + 1]) end
   if full_at + $margin > expires then state[1] = 2 * full_at - now + 2 * $margin end
   local value = ids .. others .. struct.pack('<' .. string.rep('d', #state), unpack(state))
   redis.call('SET', state_key, value, 'KEEPTTL')
@@ -197,10 +239,16 @@ class BackendUnavailable(ShieldError):
     """Redis did not answer and `on_backend_error="deny"`: no rate permit without it."""
 
 
-class _Held(Reservation):
-    """A reservation and where it is held: on Redis (`share` None) or in memory at `share`."""
+_WAIT = struct.Struct("<d")
+"""The wait at the head of a granted reservation's reply, before what its settlement sends back:
+when it was made and where its slot ends on each limit (see `SCRIPT`)."""
 
-    __slots__ = ("share",)
+
+class _Held(Reservation):
+    """A reservation and where it is held: on Redis (`share` None), with the `slots` its
+    settlement sends back, or in memory at `share`."""
+
+    __slots__ = ("share", "slots")
 
     def __init__(
         self,
@@ -209,10 +257,15 @@ class _Held(Reservation):
         delay: float,
         increments: tuple[float, ...] | None,
         share: float | None,
+        *,
+        units: tuple[float, ...] | None = None,
+        position: int = -1,
+        slots: bytes = b"",
     ) -> None:
-        super().__init__(limiter, ready_at, delay, ())
+        super().__init__(limiter, ready_at, delay, (), units, position)
         self._increments = increments  # None: granted without any limit, nothing to give back
         self.share = share
+        self.slots = slots
 
 
 class RedisLimiter(Limiter):
@@ -228,6 +281,10 @@ class RedisLimiter(Limiter):
     as they insist. The sync calls of a plain `redis.Redis` go out on a connection held out of its
     pool, not through its `execute_command`; a client whose `execute_command` is overridden (a
     subclass) or wrapped (instrumentation) is called through it as usual.
+
+    Settling or cancelling a reservation gives back what it over-charged only as far as the
+    calls charged since allow, as in memory; Redis keeps no history of those calls, only bounds
+    on where their schedules end (see `SCRIPT`), so it may give back less, never more.
     """
 
     __slots__ = (
@@ -241,6 +298,7 @@ class RedisLimiter(Limiter):
         "_on_backend_error",
         "_prefixes",
         "_read_call",
+        "_settle_prefix",
         "_script",
         "_sending",
         "_zeros",
@@ -277,10 +335,11 @@ class RedisLimiter(Limiter):
         self._numbers = struct.Struct(f"<{1 + 2 * len(self.limits)}d")
         # Each op's request but for its numbers, their header included (their size is fixed).
         request = self._script.request
+        numbers_header = b"$%d\r\n" % self._numbers.size
         self._prefixes = {
-            op: request(1, (self._keys[0], op, self._ids), 1) + b"$%d\r\n" % self._numbers.size
-            for op in _OPS
+            op: request(1, (self._keys[0], op, self._ids), 1) + numbers_header for op in _OPS
         }
+        self._settle_prefix = request(1, (self._keys[0], b"shift", self._ids), 2) + numbers_header
         self._zeros = (0.0,) * len(self.limits)
         self._read_call = self._args(b"read", 0.0, self._zeros)
         self._member = uuid.uuid4().hex[:16]
@@ -297,31 +356,34 @@ class RedisLimiter(Limiter):
 
     def try_acquire(self, cost: Cost = 1) -> bool:
         """Take `cost` now from every limit, or take nothing and return False. Never waits."""
-        increments, call = self._reserve_call(cost, 0.0)
+        _, increments, call = self._reserve_call(cost, 0.0)
         return self._taken(increments, self._script.run(call))
 
     def reserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
         """Commit `cost` on every limit if the wait for it is at most `max_wait` (see `Limiter`)."""
-        increments, call = self._reserve_call(cost, max_wait)
-        return self._granted(self._reserved(increments, max_wait, self._script.run(call)))
+        units, increments, call = self._reserve_call(cost, max_wait)
+        reply = self._script.run(call)
+        return self._granted(self._reserved(units, increments, max_wait, reply))
 
     def wait_time(self, cost: Cost = 1) -> float:
         """Seconds until `cost` could be taken on every limit (0.0 if now); reserves nothing."""
-        increments, call = self._reserve_call(cost, -1.0)  # no wait is <= -1: nothing is taken
-        result = self._reserved(increments, -1.0, self._script.run(call))
+        units, increments, call = self._reserve_call(cost, -1.0)  # no wait is <= -1: none taken
+        result = self._reserved(units, increments, -1.0, self._script.run(call))
         return result if isinstance(result, float) else result.delay
 
     # Cancel, settle, refund, pause and clamp need no answer: inside a running event loop (the
     # async driver of a Shield) they are sent on `aclient` as a task, so the loop never blocks.
 
     def cancel(self, reservation: Reservation) -> None:
-        """Give back all that `reservation` charged; nothing if it was cancelled or settled."""
+        """Give back what `reservation` charged, as far as the calls since allow; nothing if it
+        was cancelled or settled."""
         call = self._finish_call(reservation, self._zeros)
         if call is not None:
             self._send(call)
 
     def settle(self, reservation: Reservation, actual: Cost) -> None:
-        """Replace the reserved cost by the `actual` one: refund the excess, or charge the debt."""
+        """Replace the reserved cost by the `actual` one: refund the excess as far as the calls
+        since allow, or charge the debt."""
         actual_increments = self._increments(actual, name="actual", check_capacity=False)
         call = self._finish_call(reservation, actual_increments)
         if call is not None:
@@ -369,12 +431,13 @@ class RedisLimiter(Limiter):
     # -- async twins: the same decisions over `aclient` ------------------------------------
 
     async def atry_acquire(self, cost: Cost = 1) -> bool:
-        increments, call = self._reserve_call(cost, 0.0)
+        _, increments, call = self._reserve_call(cost, 0.0)
         return self._taken(increments, await self._script.arun(call))
 
     async def areserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
-        increments, call = self._reserve_call(cost, max_wait)
-        return self._granted(self._reserved(increments, max_wait, await self._script.arun(call)))
+        units, increments, call = self._reserve_call(cost, max_wait)
+        reply = await self._script.arun(call)
+        return self._granted(self._reserved(units, increments, max_wait, reply))
 
     async def acancel(self, reservation: Reservation) -> None:
         call = self._finish_call(reservation, self._zeros)
@@ -433,65 +496,86 @@ class RedisLimiter(Limiter):
             share = self.local_share
             return [share * tokens for tokens in super()._tokens()], super().paused_for, False
         now, pause, *tats = map(float, reply)
+        with self._lock:
+            self._forget_learned_locked(self._monotonic())
+            capacities, intervals = self._capacities, self._intervals
         tokens = [
             capacity - (max(tat, now) - now) / interval
-            for capacity, interval, tat in zip(self._capacities, self._intervals, tats, strict=True)
+            for capacity, interval, tat in zip(capacities, intervals, tats, strict=True)
         ]
         return tokens, max(0.0, pause - now), True
 
     # -- script arguments and replies, shared by the sync and the async decisions -----------
 
     def _args(
-        self, op: bytes, param: float, amounts: Iterable[float], member: bytes = b""
+        self,
+        op: bytes,
+        param: float,
+        amounts: Iterable[float],
+        *,
+        member: bytes = b"",
+        slots: bytes = b"",
     ) -> ScriptCall:
-        """The script call of `op` (see `SCRIPT`); only the numbers are encoded anew."""
+        """The script call of `op` (see `SCRIPT`); only the numbers (and the `slots` of a
+        reservation's settlement) are encoded anew."""
         numbers = self._numbers.pack(param, *amounts, *self._taus)
         if member:
             return self._script.call(self._keys, (op, self._ids, numbers, member))
+        if slots:
+            words = (self._keys[0], op, self._ids, numbers, slots)
+            return 1, words, self._settle_prefix + numbers + b"\r\n" + bulk(slots)
         return 1, (self._keys[0], op, self._ids, numbers), self._prefixes[op] + numbers + b"\r\n"
 
-    def _reserve_call(self, cost: Cost, max_wait: float) -> tuple[tuple[float, ...], ScriptCall]:
-        """The increments of `cost` and the script call that reserves them (with a heartbeat
-        every few seconds, from which the fleet size and so the local share are learnt)."""
+    def _reserve_call(
+        self, cost: Cost, max_wait: float
+    ) -> tuple[tuple[float, ...], tuple[float, ...], ScriptCall]:
+        """The units of `cost` on each limit, the seconds of schedule they take, and the script
+        call that reserves them (with a heartbeat every few seconds, from which the fleet size
+        and so the local share are learnt)."""
         if max_wait != max_wait:
             raise ValueError(f"max_wait must be a number of seconds, got {max_wait!r}")
-        increments = self._increments(cost)
+        units = self._amounts(cost)
+        increments = tuple(map(operator.mul, units, self._intervals))
         member = b""
         if self._local_share is None:
             now = self._monotonic()
             if now >= self._heartbeat_due:
                 self._heartbeat_due = now + _HEARTBEAT_EVERY
                 member = f"{self._member}:{os.getpid()}".encode()  # a forked child: another
-        return increments, self._args(b"reserve", float(max_wait), increments, member)
+        return units, increments, self._args(b"reserve", max_wait, increments, member=member)
 
     def _reserved(
-        self, increments: tuple[float, ...], max_wait: float, reply: Any
+        self, units: tuple[float, ...], increments: tuple[float, ...], max_wait: float, reply: Any
     ) -> Reservation | float:
         """The reservation granted (by Redis or the fallback), or the wait it was refused for."""
         if reply is None:
-            return self._fallback(increments, max_wait)
+            return self._fallback(increments, max_wait, reserving=True)
         code = self._code(reply)
-        if code < 0:
-            return (-1 - code) / 1e6
-        wait = code / 1e6
-        return _Held(self, self._monotonic() + wait, wait, increments, None)
+        if isinstance(code, int):
+            return code / 1e6
+        wait: float = _WAIT.unpack_from(code)[0]
+        ready_at = self._monotonic() + wait
+        return _Held(self, ready_at, wait, increments, None, units=units, slots=code[_WAIT.size :])
 
     def _taken(self, increments: tuple[float, ...], reply: Any) -> bool:
         """Whether `try_acquire` took its cost: on Redis, or by the fallback (`reply` None)."""
         if reply is None:
-            return not isinstance(self._fallback(increments, 0.0), float)
-        return self._code(reply) >= 0
+            return not isinstance(self._fallback(increments, 0.0, reserving=False), float)
+        return not isinstance(self._code(reply), int)
 
-    def _code(self, reply: Any) -> int:
-        """A reservation's code (see `SCRIPT`); a heartbeat's reply tells the fleet's size too."""
-        code: int
+    def _code(self, reply: Any) -> bytes | int:
+        """A reservation's reply (see `SCRIPT`): granted (bytes) or the wait it was refused for
+        (an int); a heartbeat's reply tells the fleet's size too."""
+        code: bytes | int
         if type(reply) is list:
             code, self._fleet = reply
         else:
             code = reply
         return code
 
-    def _fallback(self, increments: tuple[float, ...], max_wait: float) -> Reservation | float:
+    def _fallback(
+        self, increments: tuple[float, ...], max_wait: float, *, reserving: bool
+    ) -> Reservation | float:
         """What `on_backend_error` makes of a reservation that Redis could not decide."""
         mode = self._on_backend_error
         if mode == "deny":
@@ -506,10 +590,10 @@ class RedisLimiter(Limiter):
             return _Held(self, self._monotonic(), 0.0, None, None)
         share = self.local_share
         scaled = tuple(increment / share for increment in increments)
-        now, wait = self._commit(scaled, max_wait)
+        now, wait, position = self._take(scaled, max_wait, reserving=reserving)
         if wait > max_wait:
             return wait
-        return _Held(self, now + wait, wait, scaled, share)
+        return _Held(self, now + wait, wait, scaled, share, position=position)
 
     def _granted(self, result: Reservation | float) -> Reservation:
         if isinstance(result, float):
@@ -519,8 +603,10 @@ class RedisLimiter(Limiter):
     def _finish_call(
         self, reservation: Reservation, actual: tuple[float, ...]
     ) -> ScriptCall | None:
-        """Settle `reservation` at `actual` once: in memory if it is held there, else the
-        script call that settles it on Redis (None when there is nothing to do)."""
+        """Settle `reservation` at `actual` (seconds at the rates in force) once: in memory if
+        it is held there, else the script call that settles it on Redis (None when there is
+        nothing to do). What it over-charged is counted in units at the rates in force now, as
+        in memory, and given back only as far as the calls charged since allow (see `SCRIPT`)."""
         if not isinstance(reservation, _Held) or reservation._limiter is not self:
             raise ValueError(f"{reservation!r} was not made by {self!r}")
         share = reservation.share
@@ -530,9 +616,11 @@ class RedisLimiter(Limiter):
         with self._lock:
             reserved = reservation._increments
             reservation._increments = None
-        if not isinstance(reserved, tuple):  # settled already, or granted without a limit
+        units = reservation._units
+        if reserved is None or units is None:  # settled already, or granted without a limit
             return None
-        return self._args(b"shift", 0.0, map(operator.sub, actual, reserved))
+        changes = map(operator.sub, actual, map(operator.mul, units, self._intervals))
+        return self._args(b"shift", 0.0, changes, slots=reservation.slots)
 
     def _refund_call(self, cost: Cost) -> tuple[tuple[float, ...], ScriptCall]:
         increments = self._increments(cost, name="refund", check_capacity=False)
