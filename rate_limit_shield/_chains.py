@@ -27,7 +27,8 @@ from bisect import bisect_right
 __all__ = ["KEPT", "Chains"]
 
 KEPT = 64
-"""Chains kept per limit: decisions whose refunds stay exact; older ones get back less."""
+"""Chains kept per limit (at least 2): decisions whose refunds stay exact; older ones get back
+less."""
 
 
 class Chains:

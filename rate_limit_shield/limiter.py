@@ -23,7 +23,7 @@ from ._chains import Chains
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError, CostTooLarge, RateLimited
 
-__all__ = ["UNITS", "Cost", "Limit", "Reservation", "Limiter", "TokenBucket"]
+__all__ = ["UNITS", "SETTLE_WITHIN", "Cost", "Limit", "Reservation", "Limiter", "TokenBucket"]
 
 UNITS = ("requests", "tokens", "input_tokens", "output_tokens")
 
