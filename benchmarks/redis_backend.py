@@ -106,7 +106,7 @@ def our_words(url: str) -> tuple[bytes, ...]:
     """The keys and arguments our one-limit `try_acquire` sends (its private call builder)."""
     client, _ = from_url(url)
     limiter = RedisLimiter([Limit(HUGE, 60)], client=client, name="words", local_share=1.0)
-    return limiter._reserve_call(1, 0.0)[1][1]
+    return limiter._reserve_call(1, 0.0)[2][1]
 
 
 def ours(url: str, case: str, limits: list[Limit], cost: Any, weighted: Any) -> Case:
