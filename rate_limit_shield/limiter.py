@@ -540,15 +540,21 @@ class Limiter:
     ) -> float:
         """How far past now the schedule of limit `index` must reach for it to hold at most
         `remaining`, and, with nothing left, for its next unit to wait for the provider's
-        refill of what it lacks over `reset` seconds. A reset of no finite length is ignored."""
+        refill: a bucket full again in `reset` seconds holds `provider` less what refills by
+        then, which is below nothing when it is in debt (a `remaining` never says less than 0,
+        a reset does). Without the provider's limit, the next unit waits for the reset. A reset
+        of no finite length is ignored."""
         with self._lock:
             interval = self._intervals[index]
             capacity = self._capacities[index]
             tau = self._taus[index]
         seconds = (capacity - min(remaining, capacity)) * interval
         if remaining < 1.0 and reset is not None and 0.0 < reset < math.inf:
-            lacking = provider - remaining if provider is not None and provider > 1.0 else 1.0
-            seconds = max(seconds, tau - interval + reset / lacking)
+            if provider is None:
+                seconds = max(seconds, tau - interval + reset)
+            else:
+                held = provider * (1.0 - reset / self.limits[index].per_seconds)
+                seconds = max(seconds, (capacity - min(held, remaining)) * interval)
         return seconds
 
     def _raise_tat(self, index: int, seconds: float) -> None:

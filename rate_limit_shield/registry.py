@@ -28,7 +28,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError
 from .events import Listener
 from .limiter import Cost, Limiter
-from .llm import AdaptiveRate, Guide, LLMClassifier, estimate_cost, usage_of
+from .llm import AdaptiveRate, Guide, LearnedEstimate, LLMClassifier, usage_of
 from .outcome import Classifier
 from .policy import Policy, parse_policies, read_config_file
 from .retry import RetryBudget, RetryPolicy
@@ -104,7 +104,7 @@ class Key:
         )
         tokens = policy.counts_tokens
         self.cost: Callable[..., Cost] | None = (
-            policy.cost if policy.cost is not None else estimate_cost if tokens else None
+            policy.cost if policy.cost is not None else LearnedEstimate() if tokens else None
         )
         """A call's rate cost unless the decorator says otherwise (None: one request)."""
         self.usage: Callable[[Any], Cost | None] | None = usage_of if tokens else None

@@ -81,7 +81,8 @@ class _CutOff(Exception):
 class Shield:
     """Calls a function through a limiter, a breaker, a bulkhead and a retry policy.
 
-    Every part is optional. `cost` computes a call's rate cost from its arguments (default 1);
+    Every part is optional. `cost` computes a call's rate cost from its arguments (default 1;
+    one with a `learn(actual)` method is told each real cost the call is settled at);
     `usage` reads the real cost from a result so the limiter can refund or charge the difference
     (from every item of a stream, a later amount for a unit replacing an earlier one). `guide`
     is told each attempt's outcome and its result or error, to learn from the server's headers
@@ -106,6 +107,7 @@ class Shield:
         "_max_wait",
         "_cost",
         "_usage",
+        "_learn_cost",
         "_guide",
         "_clock",
         "_timed",
@@ -159,6 +161,8 @@ class Shield:
         self._max_wait = float(max_wait)
         self._cost = cost
         self._usage = usage
+        # A cost function that learns (a key's `LearnedEstimate`) is told each real cost.
+        self._learn_cost: Callable[[Cost], None] | None = getattr(cost, "learn", None)
         self._guide = guide
         self._plain_results: Container[type] = getattr(self._classifier, "plain_results", ())
         self._clock = clock if clock is not None else SYSTEM_CLOCK
@@ -572,9 +576,13 @@ class Shield:
     ) -> T:
         """Hand a stream that delivered its first item to a guard holding the permit and slot.
 
-        The call's duration, for slow-call accounting, is the wait for the first item.
+        The call's duration, for slow-call accounting, is the wait for the first item. The
+        stream's response headers, there from its start, teach the guide at once.
         """
         duration = self._duration(started)
+        guide = self._guide
+        if guide is not None and type(stream) not in guide.skip:
+            self._learn(_SUCCESS, stream)
         usage = self._usage_of if reservation is not None and self._usage is not None else None
 
         def on_end(error: BaseException | None, last: Any) -> BaseException | None:
@@ -658,6 +666,8 @@ class Shield:
     def _settle(self, reservation: Reservation, actual: Cost | None) -> None:
         if actual is not None and self._limiter is not None:
             self._limiter.settle(reservation, actual)
+            if self._learn_cost is not None:
+                self._learn_cost(actual)
 
     def _after_attempt(
         self,

@@ -639,7 +639,8 @@ def test_a_clamp_to_nothing_left_waits_for_the_providers_refill_in_every_process
     redis_url: str, peer: ProcessPoolExecutor
 ) -> None:
     """10 requests per hour here (one per 360 s); the provider has none left of its 10 and is
-    full again in 2 h: the next request waits 720 s, in a process that never saw the headers."""
+    full again only in 2 h, so it is 10 in debt: the next request waits 3,960 s (the debt and one
+    request), in a process that never saw the headers."""
     here = make(redis_url)
     spent = {
         "x-ratelimit-limit-requests": "10",
@@ -647,12 +648,12 @@ def test_a_clamp_to_nothing_left_waits_for_the_providers_refill_in_every_process
         "x-ratelimit-reset-requests": "2h0m0s",
     }
     peer.submit(_peer_guided, redis_url, spent).result(timeout=60)
-    assert here.wait_time() == approx(720, abs=1)
+    assert here.wait_time() == approx(3960, abs=1)
     assert not here.try_acquire()
-    assert here.reserve(1, max_wait=1000).delay == approx(720, abs=1)
-    # The key's expiry rule holds: the floor (3960 s ahead) set it to twice that + 2 s, and the
-    # reservation (full again 4320 s ahead) did not need to push it on. 11 s slack for a slow run.
-    assert 7_911_000 < here._script.client.pttl(key()) <= 7_922_000
+    assert here.reserve(1, max_wait=4000).delay == approx(3960, abs=1)
+    # The key's expiry rule holds: the floor (7200 s ahead) set it to twice that + 2 s, and the
+    # reservation (full again 7560 s ahead) did not need to push it on. 11 s slack for a slow run.
+    assert 14_391_000 < here._script.client.pttl(key()) <= 14_402_000
 
 
 CLAMPS = {

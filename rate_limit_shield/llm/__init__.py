@@ -9,7 +9,7 @@ from __future__ import annotations
 from .classify import LLMClassifier, headers_of, status_of
 from .headers import Quota, RateLimitInfo, parse_retry_after
 from .pacing import AdaptiveRate, Guide
-from .tokens import estimate_cost, usage_of
+from .tokens import LearnedEstimate, estimate_cost, usage_of
 
 __all__ = [
     "LLMClassifier",
@@ -21,5 +21,6 @@ __all__ = [
     "AdaptiveRate",
     "Guide",
     "estimate_cost",
+    "LearnedEstimate",
     "usage_of",
 ]

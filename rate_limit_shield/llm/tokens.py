@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 __all__ = [
     "estimate_cost",
+    "LearnedEstimate",
     "usage_of",
     "BYTES_PER_TOKEN",
     "MESSAGE_OVERHEAD_TOKENS",
@@ -138,6 +139,53 @@ def estimate_cost(*args: object, **kwargs: object) -> dict[str, float]:
     text found in them, and anything else counts nothing, since an estimate must not break a call.
     Without a prompt or an output limit, a call costs one request and no tokens.
     """
+    return _estimate(kwargs, DEFAULT_OUTPUT_TOKENS)
+
+
+class LearnedEstimate:
+    """`estimate_cost` for one model key that learns how long the key's answers really are.
+
+    A call that sets no output limit reserves, instead of `DEFAULT_OUTPUT_TOKENS`, the mean
+    output of the key's settled calls weighted by their length (mean of squares over mean, the
+    last `window` calls weighing most). Weighted, because a long answer is in flight for longer:
+    the calls a provider has charged and the shield not yet settled are mostly long ones, and a
+    plain mean would lag behind the provider's count by that difference. For answers of one
+    length it is that length. The shield calls `learn` with each call's real usage when it
+    settles.
+    """
+
+    __slots__ = ("_mean", "_squares", "_seen", "window")
+
+    def __init__(self, window: int = 20) -> None:
+        self.window = window
+        self._mean = float(DEFAULT_OUTPUT_TOKENS)
+        self._squares = self._mean**2
+        self._seen = 0
+
+    @property
+    def output(self) -> int:
+        """What a call that sets no output limit reserves for its answer now."""
+        return math.ceil(self._squares / self._mean) if self._mean > 0.0 else 0
+
+    def __call__(self, *args: object, **kwargs: object) -> dict[str, float]:
+        return _estimate(kwargs, self.output)
+
+    def learn(self, actual: object) -> None:
+        """Take in a settled call's real cost (a mapping by unit); anything else is ignored."""
+        if not isinstance(actual, Mapping):
+            return
+        output = actual.get("output_tokens")
+        if isinstance(output, (int, float)) and 0.0 <= output < _MAX_COUNT:
+            self._seen = seen = min(self._seen + 1, self.window)
+            self._mean += (output - self._mean) / seen
+            self._squares += (output * output - self._squares) / seen
+
+    def __repr__(self) -> str:
+        return f"LearnedEstimate(output={self.output}, seen={self._seen})"
+
+
+def _estimate(kwargs: dict[str, object], unlimited_output: int) -> dict[str, float]:
+    """`estimate_cost`, reserving `unlimited_output` for a call that sets no output limit."""
     sources = [kwargs, *_nested_configs(kwargs)]
     text_bytes = 0
     messages = 0
@@ -155,7 +203,7 @@ def estimate_cost(*args: object, **kwargs: object) -> dict[str, float]:
     if limit is not None:
         output = math.ceil(limit)
     else:  # a call with no prompt at all is not an LLM call: it costs one request, no tokens
-        output = DEFAULT_OUTPUT_TOKENS if messages or text_bytes else 0
+        output = unlimited_output if messages or text_bytes else 0
     return {
         "requests": 1,
         "input_tokens": math.ceil(text_bytes / BYTES_PER_TOKEN) + framing,
