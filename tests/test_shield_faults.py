@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import freezegun
@@ -120,6 +121,19 @@ def frozen_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return slept
 
 
+def throttled_once() -> Callable[[], str]:
+    """A service that answers 429 (retry after 2 s) once, then "ok"."""
+    answers: Iterator[Exception | str] = iter([Throttled(), "ok"])
+
+    def service() -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return service
+
+
 @pytest.mark.parametrize("driver", ["sync", "async"])
 def test_a_throttled_call_goes_on_under_a_frozen_clock(
     driver: str, monkeypatch: pytest.MonkeyPatch
@@ -128,13 +142,7 @@ def test_a_throttled_call_goes_on_under_a_frozen_clock(
 
     with freezegun.freeze_time("2026-01-01", tick=False, real_asyncio=True):
         slept = frozen_sleeps(monkeypatch)
-        answers = iter([Throttled(), "ok"])
-
-        def service() -> str:
-            answer = next(answers)
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
+        service = throttled_once()
 
         async def aservice() -> str:
             return service()
@@ -159,13 +167,7 @@ def test_a_shielded_function_throttled_with_a_429_goes_on_under_a_frozen_clock(
         slept = frozen_sleeps(monkeypatch)
         registry = rls.Registry()
         registry.configure({"default": {"rpm": 60, "retry": {"attempts": 3}}})
-        answers = iter([Throttled(), "ok"])
-
-        def answer() -> str:
-            given = next(answers)
-            if isinstance(given, Exception):
-                raise given
-            return given
+        answer = throttled_once()
 
         @rls.shielded(model="gpt-4o", registry=registry)
         def complete() -> str:
