@@ -22,6 +22,7 @@ not. Its buckets hold one second's worth and refill continuously. Two loads:
   the order the provider admits calls) at 100 tokens per second, so a call lasts 0.1 to 5 s
   and costs its 54-token prompt plus its answer, 309 on average: about 10 calls/s, and the
   token limit binds. The provider admits such a call on its prompt, then charges its answer
+  when its last token is written, as OpenAI and Anthropic settle an answer once it is complete
   (which may leave its bucket in debt). The shield reserves 512 output tokens for a call that
   sets no limit (57 + 512 = 569 estimated) and settles it from its stream's usage when the
   stream ends, seconds later: its estimates overshoot by about 80 %, and the excess must come

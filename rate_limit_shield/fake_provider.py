@@ -8,6 +8,8 @@ exceptions, headers and usage a shielded call sees in production, at local speed
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import json
 import math
 import random
@@ -123,14 +125,22 @@ class _Bucket:
         self.updated = now
 
     def refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = now
+        if now > self.updated:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+            self.updated = now
 
     def wait_for(self, amount: float) -> float:
         return max(0.0, (amount - self.level) / self.rate)
 
     def until_full(self) -> float:
         return (self.capacity - self.level) / self.rate
+
+
+def _settle(buckets: dict[str, _Bucket], change: dict[str, float]) -> None:
+    """Give back (or, without max_tokens, charge) the difference between a request's admission
+    charge and its real usage; a bucket may go into debt."""
+    for unit, bucket in buckets.items():
+        bucket.level = min(bucket.capacity, bucket.level + change[unit])
 
 
 class _BadRequest(Exception):
@@ -490,7 +500,10 @@ class FakeProvider:
     max_tokens. All given buckets apply to both APIs; a request is admitted by all or refused
     by all, and its charge is then settled to the real usage (refunding unused max_tokens; a
     request without max_tokens, admitted on its prompt, then owes its whole answer, which may
-    leave a bucket in debt that later requests wait out).
+    leave a bucket in debt that later requests wait out). As OpenAI and Anthropic document, the
+    settle comes when the answer is complete: at once for a whole answer, and when its last
+    token is written for a stream paced by `stream_pace` (until then the stream's charge is its
+    admission charge, and the headers say so).
     A refused request is a 429 with the API's body, `retry-after` (whole seconds rounded up)
     and `retry-after-ms`; a request bigger than a bucket is a 429 without them. Every answer to
     a model carries the rate-limit headers of its buckets (OpenAI: `x-ratelimit-{limit,
@@ -558,6 +571,9 @@ class FakeProvider:
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self._lock = threading.Lock()
         self._buckets: dict[str, dict[str, _Bucket]] = {}
+        # Settles of paced streams still being written: (when, order, model, change by unit).
+        self._settles: list[tuple[float, int, str, dict[str, float]]] = []
+        self._order = itertools.count()
         self._scripts: list[_Script] = []
         self._received = 0
         self._statuses: Counter[int] = Counter()
@@ -841,8 +857,7 @@ class FakeProvider:
         )
         completion = 0 if broken else per_choice * request.choices
         settled = self._charges(request.prompt_tokens, completion)
-        for unit, bucket in buckets.items():  # without max_tokens, it may go into debt
-            bucket.level = min(bucket.capacity, bucket.level + charges[unit] - settled[unit])
+        change = {unit: charges[unit] - settled[unit] for unit in buckets}
         if not broken:
             self._tokens_charged += request.prompt_tokens + completion
         answer = _Completion(
@@ -852,10 +867,15 @@ class FakeProvider:
             words=["ok" if i == 0 else " ok" for i in range(per_choice)],
             cut=per_choice < length,
         )
+        parts = dialect.stream(answer, broken=broken) if request.stream else []
+        if self._stream_pace is None or not parts:
+            _settle(buckets, change)
+        else:  # a paced stream is settled when its last part is written
+            done = now + (len(parts) - 1) / self._stream_pace
+            heapq.heappush(self._settles, (done, next(self._order), request.model, change))
         headers = dialect.limit_headers(buckets, wall)
         if not request.stream:
             return _Reply(200, headers, dialect.completion(answer))
-        parts = dialect.stream(answer, broken=broken)
         events = "text/event-stream; charset=utf-8"
         if self._stream_pace is None:
             return _Reply(200, headers, b"".join(parts), content_type=events)
@@ -876,6 +896,12 @@ class FakeProvider:
                 unit: _Bucket(amount, self._per_seconds, now)
                 for unit, amount in self._limits.items()
             }
+        settles = self._settles
+        while settles and settles[0][0] <= now:
+            done, _, settled, change = heapq.heappop(settles)
+            for bucket in self._buckets[settled].values():
+                bucket.refill(done)
+            _settle(self._buckets[settled], change)
         for bucket in buckets.values():
             bucket.refill(now)
         return buckets

@@ -923,3 +923,26 @@ def no_provider_thread_left() -> Iterator[None]:
     yield
     leftover = [t.name for t in threading.enumerate() if t.name.startswith("FakeProvider:")]
     assert leftover == []
+
+
+def test_a_paced_stream_is_settled_when_its_last_token_is_written(sdk: Clients) -> None:
+    """7 prompt tokens and max_tokens 50 are charged at admission; the 3-token answer written at
+    10 tokens a second settles the charge to 10 only 0.3 s later, when its last part is
+    written, as the providers settle an answer once it is complete."""
+    clock = GatedClock()
+    with FakeProvider(
+        tokens=6_000, per_seconds=3_600, completion_tokens=3, stream_pace=10, clock=clock
+    ) as provider:  # 6,000 an hour: the 0.3 s refill 0.5 tokens
+        client = sdk.of(provider).openai
+        stream = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HELLO, max_tokens=50, stream=True
+        )
+        assert stream.headers["x-ratelimit-remaining-tokens"] == "5943"
+        during = chat(client).headers["x-ratelimit-remaining-tokens"]  # the stream waits
+        clock.gate.release(3)
+        chunks = list(stream.parse())
+        assert clock.monotonic() == pytest.approx(0.3)  # written at its pace
+        after = chat(client).headers["x-ratelimit-remaining-tokens"]
+    assert during == "5933"  # the stream still holds its admission charge
+    assert after == "5970"  # 5933 + 0.5 refilled + 47 settled - 10
+    assert chunks[-1].choices[0].finish_reason == "stop"
