@@ -35,7 +35,8 @@ _ROUNDING = 1e-9
 
 SETTLE_WITHIN = 900.0
 """Seconds after the latest reservation during which a settle or cancel can still give back what
-a reservation over-charged; a limiter keeps the history that takes only as long."""
+a reservation over-charged; a limiter keeps the history that takes only as long, or for as long
+as a reservation's call waits, so that no change of rate moves it."""
 
 
 _NUMBERS = (int, float, Real)
@@ -113,6 +114,11 @@ class Reservation:
     With no later decision that is all of e; once a later call queued or went past its slot, only
     what is left. A debt (real cost above the charge) is a new decision charged at settle time.
     `cancel` is a settle at 0. A provider's floor (`Limiter.clamp`) is a chain of its own.
+    A change of rate (`Limiter.scale_rates`, a provider's limit adopted or lapsed) stretches what
+    each chain has ahead of now by new interval / old one, but never the seconds before a call
+    that waits: a rise rescales such a chain from its s_j, not from now, so that no later call
+    goes before the bucket, having given the waiting ones what they took, could hold it. A
+    reservation given back whole is no call: the place a rise kept for it goes with it.
     A limiter that keeps less history must give back less, never more: `_chains.Chains` merges
     old chains into one that bounds them; keeping none, a refund comes back only if no decision
     came after the reservation's.
@@ -275,7 +281,8 @@ class Limiter:
 
         `actual` may exceed a limit's capacity (the estimate was too low). Only the first
         settle or cancel of a reservation counts. A reservation settled more than
-        `SETTLE_WITHIN` seconds after the limiter's latest one gets nothing back.
+        `SETTLE_WITHIN` seconds after the limiter's latest one (and after every call waiting)
+        gets nothing back.
         """
         self._finish(reservation, self._increments(actual, name="actual", check_capacity=False))
 
@@ -478,14 +485,17 @@ class Limiter:
         self._open_fast_path_locked()
         if any(tat > -math.inf for tat in self._tats):
             now = self._monotonic()
-            ratios = list(map(operator.truediv, self._intervals, old))
-            self._tats = [
-                now + (tat - now) * ratio if tat > now else tat
-                for tat, ratio in zip(self._tats, ratios, strict=True)
-            ]
-            if self._chains is not None:
-                for chains, ratio in zip(self._chains, ratios, strict=True):
+            ratios = map(operator.truediv, self._intervals, old)
+            if self._chains is not None:  # a call still waiting keeps its time (see `Chains`)
+                self._tats = [
                     chains.scale(now, ratio)
+                    for chains, ratio in zip(self._chains, ratios, strict=True)
+                ]
+            else:  # no call waits (see `_take`): the schedule is what each bucket holds now
+                self._tats = [
+                    now + (tat - now) * ratio if tat > now else tat
+                    for tat, ratio in zip(self._tats, ratios, strict=True)
+                ]
 
     def _open_fast_path_locked(self) -> None:
         """One limit and a plain number cost take `try_acquire`'s fast path, unless the limiter
@@ -591,7 +601,8 @@ class Limiter:
         self, increments: tuple[float, ...], max_wait: float, *, reserving: bool = False
     ) -> tuple[float, float, int]:
         """`_commit`, and the number of the decision that took them (-1 when none did). A
-        reservation keeps the chains of every schedule for `SETTLE_WITHIN` seconds more."""
+        reservation keeps the chains of every schedule for `SETTLE_WITHIN` seconds more, or
+        until its call goes if that is later."""
         with self._lock:
             now = self._monotonic()
             chains = self._chains
@@ -603,8 +614,10 @@ class Limiter:
                 wait = 0.0
             if wait > max_wait:
                 return now, wait, -1
-            if reserving:
-                self._tracked_until = now + SETTLE_WITHIN
+            if reserving:  # kept while it may be settled, and while its call waits
+                until = now + (wait if wait > SETTLE_WITHIN else SETTLE_WITHIN)
+                if until > self._tracked_until:
+                    self._tracked_until = until
                 if chains is None:
                     self._decisions += 1
                     chains = self._chains = [Chains(self._decisions, tat) for tat in self._tats]
@@ -653,7 +666,7 @@ class Limiter:
                     continue
                 debts.append(0.0)
                 if change < 0.0 and chains is not None and position >= 0:
-                    self._tats[index] = chains[index].refund(position, -change)
+                    self._tats[index] = chains[index].refund(position, -change, seconds == 0.0)
             if any(debts):
                 self._shift_locked(debts)
 

@@ -693,17 +693,29 @@ def run_against_a_provider(steps: list[tuple[str, float]], *, exact: bool) -> No
             st.tuples(st.sampled_from(["settle", "cancel"]), st.integers(0, 200)),
             st.tuples(st.just("advance"), st.floats(0, 20)),
             st.tuples(st.just("scale"), st.floats(0.05, 1.0)),
+            st.tuples(st.just("clamp"), st.floats(50, 150)),
         ),
         max_size=60,
     )
 )
 @example(steps=[("reserve", 50), ("advance", 5.0), ("try", 50), ("settle", 10), ("try", 45)])
 @example(steps=[("reserve", 1), ("reserve", 50), ("settle", 0), ("reserve", 1)])
+@example(  # a recovery must not compress the wait before a call already queued
+    steps=[
+        ("scale", 0.25),
+        ("reserve", 42),
+        ("reserve", 50),
+        ("advance", 16.0),
+        ("scale", 0.5),
+        ("reserve", 2),
+    ]
+)
 def test_no_window_admits_more_than_its_capacity_and_refill_whatever_the_order(
     steps: list[tuple[str, float]],
 ) -> None:
     """Calls charged their real cost when they go never overdraw a bucket of the configured
-    capacity and rate, whatever reserve, settle, cancel and adaptive cuts do meanwhile."""
+    capacity and rate, whatever reserve, settle, cancel, adaptive cuts and provider limits (each
+    adopted for a window, then lapsing) do meanwhile."""
     clock = FakeClock()
     limiter = Limiter([Limit(100, 10, "tokens", burst=50)], clock=clock)
     provider = ProviderBucket()
@@ -713,6 +725,8 @@ def test_no_window_admits_more_than_its_capacity_and_refill_whatever_the_order(
             clock.advance(value)
         elif action == "scale":
             limiter.scale_rates(value)
+        elif action == "clamp":  # a provider's limit of `value` (a full bucket: no floor)
+            limiter.clamp("tokens", CAPACITY, limit=value)
         elif action == "reserve":
             reservation = limiter.reserve({"tokens": value})
             held.append((reservation, provider.take(reservation.ready_at, value)))
@@ -842,6 +856,39 @@ def test_scale_rates_applies_to_reservations_and_every_limit() -> None:
     assert limiter.reserve({"requests": 60, "tokens": 0}).delay == 0.0
     assert limiter.reserve({"requests": 1, "tokens": 0}).delay == pytest.approx(4.0)
     assert limiter.wait_time({"requests": 0, "tokens": 600}) == pytest.approx(4.0)
+
+
+def test_a_rate_that_recovers_keeps_the_time_of_a_call_already_waiting() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(100, 10, "tokens", burst=50)], clock=clock)  # 10 a second
+    limiter.scale_rates(0.25)  # 2.5 a second
+    limiter.reserve({"tokens": 42})
+    assert limiter.reserve({"tokens": 50}).ready_at == approx(16.8)  # it empties the bucket
+    clock.advance(16.0)
+    limiter.scale_rates(0.5)  # 5 a second: 2 tokens take 0.4 s once the 50 went
+    assert limiter.reserve({"tokens": 2}).ready_at == approx(17.2)
+
+
+def test_a_call_waiting_past_the_settle_window_keeps_its_time_when_the_rate_recovers() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(100, 1000, "tokens", burst=50)], clock=clock)  # 0.1 a second
+    limiter.scale_rates(0.25)
+    limiter.reserve({"tokens": 42})
+    assert limiter.reserve({"tokens": 50}).ready_at == approx(1680.0)
+    clock.advance(SETTLE_WITHIN + 700.0)
+    assert not limiter.try_acquire(0)  # a decision, past the window in which settles count
+    limiter.scale_rates(0.5)
+    assert limiter.reserve({"tokens": 2}).ready_at == approx(1720.0)
+
+
+def test_a_learned_limit_that_lapses_keeps_the_time_of_the_calls_waiting() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(60, 60)], clock=clock)
+    limiter.clamp("requests", 30, limit=30)  # one every 2 s, for a window
+    assert [limiter.reserve(30).ready_at for _ in range(3)] == approx([0.0, 60.0, 120.0])
+    clock.advance(61.0)  # the configured 1 a second is back: the bucket is full again only
+    # 30 s after the last 30 went, not at 120.5 (a compressed schedule: 90 within a second)
+    assert limiter.reserve(60).ready_at == approx(150.0)
 
 
 @pytest.mark.parametrize("factor", [0, -0.5, 1.5, math.nan, True])
