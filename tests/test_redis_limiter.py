@@ -266,6 +266,74 @@ def test_a_cancelled_reservation_gives_back_nothing_promised_to_one_queued_behin
     assert delays == approx([174, 174], abs=0.5)  # 120 + 54: after B1, not at 114
 
 
+def test_a_rate_cut_never_lets_the_key_take_more_than_its_capacity(redis_url: str) -> None:
+    """An adaptive cut in one process, a deeper one in another: the key's bucket, emptied,
+    admits nothing more in either (it used to admit 5 more at half the rate: 15 of 10)."""
+    limiter, other = make(redis_url, [Limit(10, 3600)]), make(redis_url, [Limit(10, 3600)])
+    assert sum(limiter.try_acquire() for _ in range(12)) == 10
+    limiter.scale_rates(0.5)
+    other.scale_rates(0.25)
+    assert not limiter.try_acquire() and not other.try_acquire()
+    # A unit refills in 360 s, at the limit's rate; at half the rate a unit is charged 720 s.
+    assert limiter.wait_time() == approx(360, abs=1)
+    assert limiter.reserve(1).delay == approx(360, abs=1)
+    assert other.wait_time() == approx(360 + 720, abs=1)
+
+
+def test_a_rate_that_recovers_lets_no_call_overtake_those_waiting(redis_url: str) -> None:
+    limiter = make(redis_url, [Limit(10, 3600)])
+    limiter.scale_rates(0.25)
+    assert limiter.reserve(10).delay == 0.0
+    waiting = limiter.reserve(10)  # the bucket is full again for it in 4 h at a quarter rate
+    assert waiting.delay == approx(14_400, abs=1)
+    limiter.scale_rates(0.5)
+    assert limiter.reserve(1).delay > waiting.delay + 360
+
+
+CALLS = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["reserve", "try"]), st.integers(0, 1), st.integers(0, 50)),
+        st.tuples(st.sampled_from(["settle", "cancel"]), st.integers(0, 1), st.integers(0, 200)),
+        st.tuples(st.just("scale"), st.integers(0, 1), st.floats(0.05, 1.0)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(calls=CALLS)
+def test_processes_cutting_their_rates_never_overdraw_the_bucket(
+    redis_server: RedisServer, calls: list[tuple[str, int, float]]
+) -> None:
+    """Two limiters of one key, each cutting and recovering its own rate: calls charged their
+    real cost when they go never overdraw a bucket of the configured shape (50 tokens, one
+    every 10,000 s: the real time of a test refills nothing that counts)."""
+    limits, name = [Limit(100, 1e6, "tokens", burst=50)], uuid.uuid4().hex
+    limiters = [make(redis_server.url, limits, name=name) for _ in range(2)]
+    goes: list[list[float]] = []  # [when each call goes, what it really costs]
+    held: list[tuple[RedisLimiter, Reservation, list[float]]] = []
+    for action, which, value in calls:
+        limiter = limiters[which]
+        if action == "scale":
+            limiter.scale_rates(value)
+        elif action == "reserve":
+            reservation = limiter.reserve({"tokens": value})
+            goes.append([reservation.ready_at, value])
+            held.append((limiter, reservation, goes[-1]))
+        elif action == "try" and limiter.try_acquire({"tokens": value}):
+            goes.append([time.monotonic(), value])
+        elif held and action in ("settle", "cancel"):
+            owner, reservation, call = held.pop(int(value) % len(held))
+            call[1] = call[1] * (value % 100) / 100 if action == "settle" else 0.0
+            owner.settle(reservation, {"tokens": call[1]})
+    level, then = 50.0, -math.inf
+    for start, cost in sorted(goes):
+        level = min(50.0, level + (start - then) * 1e-4) if then > -math.inf else level
+        then = start
+        assert level >= cost - 1e-6
+        level -= cost
+
+
 def test_pause_holds_every_limit_and_is_never_shortened(redis_url: str) -> None:
     limiter = make(redis_url)
     limiter.pause(30)

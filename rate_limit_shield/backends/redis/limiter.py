@@ -285,6 +285,13 @@ class RedisLimiter(Limiter):
     Settling or cancelling a reservation gives back what it over-charged only as far as the
     calls charged since allow, as in memory; Redis keeps no history of those calls, only bounds
     on where their schedules end (see `SCRIPT`), so it may give back less, never more.
+
+    `scale_rates` (adaptive pacing) cuts this process's rate, not the schedule on Redis, which
+    every process shares, each with a cut of its own: that schedule stays in seconds at the
+    limits' own rates, and a cut charges each unit 1/factor of its time there, a call going
+    once the bucket holds its units. So no cut lets any process take more than the bucket
+    holds, and a recovery moves no call already granted; unlike in memory, a cut process takes
+    from a full bucket 1/factor of what its calls cost.
     """
 
     __slots__ = (
@@ -498,9 +505,9 @@ class RedisLimiter(Limiter):
         now, pause, *tats = map(float, reply)
         with self._lock:
             self._forget_learned_locked(self._monotonic())
-            capacities, intervals = self._capacities, self._intervals
-        tokens = [
-            capacity - (max(tat, now) - now) / interval
+            capacities, intervals, factor = self._capacities, self._intervals, self._rate_factor
+        tokens = [  # at the limits' own rates, as Redis keeps them (see `RedisLimiter`)
+            capacity - (max(tat, now) - now) / (interval * factor)
             for capacity, interval, tat in zip(capacities, intervals, tats, strict=True)
         ]
         return tokens, max(0.0, pause - now), True
@@ -513,12 +520,13 @@ class RedisLimiter(Limiter):
         param: float,
         amounts: Iterable[float],
         *,
+        taus: tuple[float, ...] = (),
         member: bytes = b"",
         slots: bytes = b"",
     ) -> ScriptCall:
         """The script call of `op` (see `SCRIPT`); only the numbers (and the `slots` of a
-        reservation's settlement) are encoded anew."""
-        numbers = self._numbers.pack(param, *amounts, *self._taus)
+        reservation's settlement) are encoded anew. `taus` only matter to a reservation."""
+        numbers = self._numbers.pack(param, *amounts, *(taus or self._taus))
         if member:
             return self._script.call(self._keys, (op, self._ids, numbers, member))
         if slots:
@@ -535,14 +543,36 @@ class RedisLimiter(Limiter):
         if max_wait != max_wait:
             raise ValueError(f"max_wait must be a number of seconds, got {max_wait!r}")
         units = self._amounts(cost)
-        increments = tuple(map(operator.mul, units, self._intervals))
+        if self._rate_factor == 1.0:
+            increments, taus = tuple(map(operator.mul, units, self._intervals)), self._taus
+        else:
+            increments, taus = self._cut_charge(units)
         member = b""
         if self._local_share is None:
             now = self._monotonic()
             if now >= self._heartbeat_due:
                 self._heartbeat_due = now + _HEARTBEAT_EVERY
                 member = f"{self._member}:{os.getpid()}".encode()  # a forked child: another
-        return units, increments, self._args(b"reserve", max_wait, increments, member=member)
+        call = self._args(b"reserve", max_wait, increments, taus=taus, member=member)
+        return units, increments, call
+
+    def _cut_charge(
+        self, units: tuple[float, ...]
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The seconds `units` take on each limit's schedule while `scale_rates` cuts this
+        process's rate, and the tolerance that lets them go once the bucket holds them: each
+        unit takes 1/factor of an interval at the limit's own rate, T, and the call goes when
+        tat + units * T - capacity * T <= now (see `RedisLimiter`)."""
+        with self._lock:
+            intervals, capacities, factor = self._intervals, self._capacities, self._rate_factor
+        increments = tuple(map(operator.mul, units, intervals))
+        taus = tuple(
+            (capacity - unit) * interval * factor + increment
+            for capacity, unit, interval, increment in zip(
+                capacities, units, intervals, increments, strict=True
+            )
+        )
+        return increments, taus
 
     def _reserved(
         self, units: tuple[float, ...], increments: tuple[float, ...], max_wait: float, reply: Any
