@@ -1,11 +1,11 @@
 """How much of an over-estimate a limit may give back, late: the chains of its schedule.
 
 A limit's GCRA schedule is one float, its theoretical arrival time `tat`. Each decision j charges
-it c_j seconds; its call goes at s_j, once the limit allows (`tat - tau`, or at once). Call the
-chain of j the value V_j = s_j + c_j + c_(j+1) + ...: where the schedule would end had the bucket
-been full when j's call went, whatever came before. A bucket charged each call's cost when the
-call goes (a provider's) ends at the greatest chain, and so does the schedule, the bucket's own
-history being one more chain.
+it c_j seconds from s_j, when its call goes (once every limit and the pause allow), moving it to
+max(tat, s_j) + c_j. Call the chain of j the value V_j = s_j + c_j + c_(j+1) + ...: where the
+schedule would end had the bucket been full when j's call went, whatever came before. A bucket
+charged each call's cost when the call goes (a provider's) ends at the greatest chain, and so
+does the schedule, the bucket's own history being one more chain.
 
 A reservation n that really cost e seconds less lowers the chains up to its own by e and leaves
 those after it alone, since their calls go when they were told to. So the schedule may come back
@@ -70,9 +70,10 @@ class Chains:
         """Decision `position` charges `seconds` at `now`, its call going at `start`; returns
         the new tat."""
         if self.head <= now:  # every chain has run out: the bucket is full, history is moot
-            self._reset(position, now + seconds, start)
+            self._reset(position, start + seconds, start)
             return self.head
-        self.head += seconds
+        # A call that goes after the schedule ends (a pause, another limit) is charged from then.
+        self.head = (self.head if self.head > start else start) + seconds
         self._last += seconds
         value = min(start + seconds, self.head)
         positions, gaps, marks = self._positions, self._gaps, self._marks

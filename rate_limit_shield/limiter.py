@@ -2,10 +2,13 @@
 
 Each limit keeps a single float, its theoretical arrival time `tat` (GCRA, the virtual-scheduling
 form of a token bucket): with the emission interval `T = per_seconds / amount` and the burst
-tolerance `tau = capacity * T`, a cost `c` moves `tat` to `max(tat, now) + c*T` and may go
-ahead at `tat - tau`. Reserving a future slot instead of refusing is what makes waiters FIFO
-without a queue; tokens now are `capacity - (max(tat, now) - now)/T`. A refund moves `tat` back,
-but never further than the calls that went since allow (see `Reservation`).
+tolerance `tau = capacity * T`, a cost `c` may go ahead at `max(tat, now) + c*T - tau`. A call
+goes at the latest of these over its limits and the end of a pause, its ready time, and is
+charged to each limit from then: `tat` becomes `max(tat, ready) + c*T`, or a limit would refill,
+while the call waits for another, what the call takes when it goes. Reserving a future slot
+instead of refusing is what makes waiters FIFO without a queue; tokens now are
+`capacity - (max(tat, now) - now)/T`. A refund moves `tat` back, but never further than the
+calls that went since allow (see `Reservation`).
 """
 
 from __future__ import annotations
@@ -106,11 +109,12 @@ class Reservation:
     What `settle` or `cancel` gives back is the part of the over-charge that no call since could
     have used; nothing a bucket charged each call's real cost when the call went would not hold.
     Per limit, in GCRA terms: each decision j (a reservation, a permit, a debt, a provider's
-    floor) charges c_j seconds to the schedule, its call going at s_j = max(now, tat - tau) just
-    after (the limit's own ready time). Its chain is V_j = s_j + c_j + c_(j+1) + ... (every later
-    charge included), and `tat` = max_j V_j. A reservation n whose real cost is e seconds below
-    its charge (e counted in units, at the rate in force when settled) moves `tat` to
-    max(tat - e, M_n), M_n = max over decisions j after n of V_j: it gives back min(e, tat - M_n).
+    floor) charges c_j seconds to the schedule from s_j, when its call goes (its ready time,
+    once every limit and the pause let it; now for a debt). Its chain is
+    V_j = s_j + c_j + c_(j+1) + ... (every later charge included), and `tat` = max_j V_j.
+    A reservation n whose real cost is e seconds below its charge (e counted in units, at the
+    rate in force when settled) moves `tat` to max(tat - e, M_n), M_n = max over decisions j
+    after n of V_j: it gives back min(e, tat - M_n).
     With no later decision that is all of e; once a later call queued or went past its slot, only
     what is left. A debt (real cost above the charge) is a new decision charged at settle time.
     `cancel` is a settle at 0. A provider's floor (`Limiter.clamp`) is a chain of its own.
@@ -610,6 +614,7 @@ class Limiter:
                 chains = self._chains = None  # no reservation left that could be given back
                 self._open_fast_path_locked()
             tats, wait = self._plan(increments, now)
+            ready = now + wait  # when its call goes: every limit is charged from then
             if wait <= _ROUNDING:
                 wait = 0.0
             if wait > max_wait:
@@ -624,24 +629,25 @@ class Limiter:
                     self._open_fast_path_locked()
             position = self._decisions = self._decisions + 1
             if chains is not None:
-                taus = self._taus
                 for index, limit_chains in enumerate(chains):
-                    start = tats[index] - taus[index]  # when its call may go, if not at once
-                    start = start if start > now else now
-                    tats[index] = limit_chains.charge(position, now, increments[index], start)
+                    tats[index] = limit_chains.charge(position, now, increments[index], ready)
             self._tats = tats
         return now, wait, position
 
     def _plan(self, increments: tuple[float, ...], now: float) -> tuple[list[float], float]:
-        """The limits' next `tat`s if `increments` were taken now, and the wait before it may go."""
+        """The limits' next `tat`s if `increments` were taken now, each charged from when the
+        call may go (see the module's docstring), and the wait (>= 0) until then."""
         tats = self._tats[:]
         taus = self._taus
-        ready = self._paused_until
+        ready = self._paused_until if self._paused_until > now else now
+        for index, increment in enumerate(increments):  # indexes: cheaper than zip or a listcomp
+            tat = tats[index]
+            start = (tat if tat > now else now) + increment - taus[index]
+            if start > ready:
+                ready = start
         for index, increment in enumerate(increments):
             tat = tats[index]
-            tats[index] = tat = (tat if tat > now else now) + increment
-            if tat - taus[index] > ready:
-                ready = tat - taus[index]
+            tats[index] = (tat if tat > ready else ready) + increment
         return tats, ready - now
 
     def _finish(self, reservation: Reservation, actual: Iterable[float]) -> None:

@@ -390,6 +390,29 @@ def test_a_shorter_pause_does_not_cut_a_longer_one() -> None:
     assert limiter.paused_for == 7
 
 
+def test_reservations_made_during_a_pause_are_spaced_by_their_costs_after_it() -> None:
+    """A pause longer than the bucket takes to refill lets the first burst go when it ends,
+    not the next one with it (both went at 10 s: 100 against a burst of 50)."""
+    clock = FakeClock()
+    limiter = Limiter([Limit(50, 1)], clock=clock)
+    limiter.pause(10)
+    delays = [limiter.reserve(50).delay for _ in range(2)]
+    assert delays == approx([10, 11])
+
+
+def test_a_call_held_back_by_one_limit_is_charged_to_the_others_when_it_goes() -> None:
+    """A call waiting for tokens until 10 s takes its request then, not at once: ten more
+    requests at 10 s would make 11 in a window of 10."""
+    clock = FakeClock()
+    limiter = Limiter([Limit(10, 10), Limit(1000, 10, "tokens")], clock=clock)
+    assert limiter.try_acquire({"tokens": 1000})
+    waiting = limiter.reserve({"requests": 1, "tokens": 1000})
+    assert waiting.delay == 10
+    clock.advance(10)
+    admitted = sum(limiter.try_acquire({"requests": 1}) for _ in range(10))
+    assert 1 + admitted == 10
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 

@@ -343,6 +343,26 @@ def test_pause_holds_every_limit_and_is_never_shortened(redis_url: str) -> None:
     assert limiter.reserve(1, max_wait=60).delay == approx(30, abs=0.5)
 
 
+def test_reservations_made_during_a_pause_are_spaced_by_their_costs_after_it(
+    redis_url: str,
+) -> None:
+    limiter = make(redis_url, [Limit(10, 10)])
+    limiter.pause(30)
+    delays = [limiter.reserve(10).delay for _ in range(2)]
+    assert delays == approx([30, 40], abs=0.5)
+
+
+def test_a_call_held_back_by_one_limit_is_charged_to_the_others_when_it_goes(
+    redis_url: str,
+) -> None:
+    """It takes its request when it goes, in an hour: ten more cannot go with it, only a
+    request interval (360 s) later."""
+    limiter = make(redis_url)
+    assert limiter.try_acquire({"tokens": 1000})
+    assert limiter.reserve({"requests": 1, "tokens": 1000}).delay == approx(3600, abs=1)
+    assert limiter.wait_time({"requests": 10}) == approx(3960, abs=1)
+
+
 COSTS = st.fixed_dictionaries(
     {"requests": st.integers(0, 2), "tokens": st.sampled_from([0, 100, 250])}
 )
@@ -542,8 +562,8 @@ def test_keys_expire_once_every_bucket_is_full_again(redis_url: str) -> None:
     limiter.pause(1000)
     assert 1_991_000 < client.pttl(key()) <= 2_002_000
     debt = limiter.reserve({"tokens": 10})
-    limiter.settle(debt, {"tokens": 5000})  # 5060 tokens taken: 18216 s to refill
-    assert 36_423_000 < client.pttl(key()) <= 36_434_000
+    limiter.settle(debt, {"tokens": 5000})  # it goes after the pause: full 18000 s after it
+    assert 37_991_000 < client.pttl(key()) <= 38_002_000
     idle = make(redis_url, [Limit(100, 0.1)], name="fast")  # full again after a millisecond
     idle.try_acquire()
     assert 1_000 < client.pttl(key("fast")) <= 2_003

@@ -65,19 +65,22 @@ SCRIPT = Template(
 -- KEYS[1]: string: the 8-byte ids of the limits it holds, then little-endian doubles: when the
 --          key expires and the pause (before which nobody proceeds), in server seconds, then
 --          four for each limit: its tat (its GCRA theoretical arrival time), its last start (the
---          latest instant a call charged to it may go, as far as this limit alone holds it
---          back: max(now, tat - tau) after the charge), the seconds of permits given back in
---          all (by shifts without a reservation), and its cut: the instant its state began or a
---          provider's floor last raised its tat, before which no reservation gets anything
---          back. It expires at least $margin s after every bucket is full again and every start
---          has passed, pushed on (to twice the time until then, + 2 x $margin s) only when that
---          comes too close: SET keeps the TTL meanwhile. A TTL is at most 1e15 ms (30,000
---          years): a longer one would reach PEXPIRE in exponent notation.
+--          latest instant a call charged to it goes: once every limit and the pause let it),
+--          the seconds of permits given back in all (by shifts without a reservation), and its
+--          cut: the instant its state began or a provider's floor last raised its tat, before
+--          which no reservation gets anything back. It expires at least $margin s after every
+--          bucket is full again and every start has passed, pushed on (to twice the time until
+--          then, + 2 x $margin s) only when that comes too close: SET keeps the TTL meanwhile.
+--          A TTL is at most 1e15 ms (30,000 years): a longer one would reach PEXPIRE in
+--          exponent notation.
 -- KEYS[2], only with a heartbeat: hash: a field per live limiter holding its last heartbeat.
 -- ARGV: op; the ids of this limiter's limits; little-endian doubles: param, then each limit's
 --       amount (seconds of schedule), then each limit's tau; ARGV[4]: with KEYS[2], the
 --       member; for a shift that settles a reservation, what its reserve returned but the wait.
---   reserve (param: max_wait) takes every amount if the wait is at most max_wait, else nothing.
+--   reserve (param: max_wait) takes every amount if the wait is at most max_wait, else nothing,
+--           each limit charged from the call's start, when every limit and the pause let it
+--           go: its tat becomes max(tat, start) + amount (a limit charged before would refill,
+--           while the call waits, what the call takes when it goes, and admit it twice).
 --           Returns, if taken, a string of doubles: the wait in seconds, now, then for each
 --           limit where the slot its call takes there ends (start + amount), plus the seconds
 --           given back so far; if not, the wait in microseconds (rounded up, at most 1e18);
@@ -136,12 +139,12 @@ end
 
 local reply, changed = 0, false
 if op == 'reserve' then
-  local ready, starts = state[2], {}
+  -- the call goes once every limit and the pause let it, and is charged to each from then
+  local ready = math.max(state[2], now)
   for i = 1, count do
-    local tat = math.max(state[4 * i - 1], now) + struct.unpack('<d', numbers, 8 * i + 1)
-    starts[i] = math.max(tat - struct.unpack('<d', numbers, 8 * (count + i) + 1), now)
-    if starts[i] > ready then ready = starts[i] end
-    state[4 * i - 1] = tat
+    local start = math.max(state[4 * i - 1], now) + struct.unpack('<d', numbers, 8 * i + 1)
+      - struct.unpack('<d', numbers, 8 * (count + i) + 1)
+    if start > ready then ready = start end
   end
   local wait = ready - now
   if wait <= $rounding then wait = 0 end
@@ -149,8 +152,10 @@ if op == 'reserve' then
   if changed then
     local slots = {wait, now}
     for i = 1, count do
-      state[4 * i] = math.max(state[4 * i], starts[i])
-      slots[i + 2] = starts[i] + struct.unpack('<d', numbers, 8 * i + 1) + state[4 * i + 1]
+      local amount = struct.unpack('<d', numbers, 8 * i + 1)
+      state[4 * i - 1] = math.max(state[4 * i - 1], ready) + amount
+      state[4 * i] = math.max(state[4 * i], ready)
+      slots[i + 2] = ready + amount + state[4 * i + 1]
     end
     reply = struct.pack('<' .. string.rep('d', count + 2), unpack(slots))
   else
