@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, cast
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis_server import RedisServer, RoundTrips, processes, require_redis, run_fleet
 
@@ -302,6 +302,15 @@ CALLS = st.lists(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(calls=CALLS)
+@example(  # a reservation settled after its process cut its rate gave back at the cut interval
+    calls=[
+        ("reserve", 1, 9),
+        ("scale", 1, 0.5),
+        ("reserve", 0, 9),
+        ("settle", 0, 56),
+        ("reserve", 0, 36),
+    ]
+)
 def test_processes_cutting_their_rates_never_overdraw_the_bucket(
     redis_server: RedisServer, calls: list[tuple[str, int, float]]
 ) -> None:

@@ -296,7 +296,8 @@ class RedisLimiter(Limiter):
     limits' own rates, and a cut charges each unit 1/factor of its time there, a call going
     once the bucket holds its units. So no cut lets any process take more than the bucket
     holds, and a recovery moves no call already granted; unlike in memory, a cut process takes
-    from a full bucket 1/factor of what its calls cost.
+    from a full bucket 1/factor of what its calls cost, and a reservation settled after a
+    change of rate gives back its over-charge at the interval it was charged at.
     """
 
     __slots__ = (
@@ -640,8 +641,8 @@ class RedisLimiter(Limiter):
     ) -> ScriptCall | None:
         """Settle `reservation` at `actual` (seconds at the rates in force) once: in memory if
         it is held there, else the script call that settles it on Redis (None when there is
-        nothing to do). What it over-charged is counted in units at the rates in force now, as
-        in memory, and given back only as far as the calls charged since allow (see `SCRIPT`)."""
+        nothing to do). What it over-charged is given back in the seconds it was charged at
+        (see `_settlement`), only as far as the calls charged since allow (see `SCRIPT`)."""
         if not isinstance(reservation, _Held) or reservation._limiter is not self:
             raise ValueError(f"{reservation!r} was not made by {self!r}")
         share = reservation.share
@@ -654,7 +655,7 @@ class RedisLimiter(Limiter):
         units = reservation._units
         if reserved is None or units is None:  # settled already, or granted without a limit
             return None
-        changes = map(operator.sub, actual, map(operator.mul, units, self._intervals))
+        changes = map(_settlement, reserved, units, actual, self._intervals)
         return self._args(b"shift", 0.0, changes, slots=reservation.slots)
 
     def _refund_call(self, cost: Cost) -> tuple[tuple[float, ...], ScriptCall]:
@@ -673,6 +674,14 @@ class RedisLimiter(Limiter):
         seconds = _amount(seconds, "seconds")
         super().pause(seconds)
         return self._args(b"pause", seconds, self._zeros)
+
+
+def _settlement(charged: float, units: float, actual: float, interval: float) -> float:
+    """The seconds a settlement moves a limit's schedule on Redis by: a debt at the `interval`
+    in force now (a new charge), an over-charge at the interval `charged` was taken at, since
+    no change of rate rescales the schedule there (in memory one does, so units both ways)."""
+    debt = actual - units * interval
+    return debt if debt >= 0.0 else (actual / interval - units) * (charged / units)
 
 
 def check_options(
