@@ -488,19 +488,6 @@ class Shield:
                 refusal.cause = refusal.__cause__ = last_error
             self._emit(REJECTED, attempt, refusal.retry_after, None, refusal)
 
-    def _paused_for(self, deadline: float) -> float:
-        """What is left of a pause that began while a reservation waited; a pause that outlasts
-        the deadline gives up at once, with `RateLimited`."""
-        assert self._limiter is not None
-        held = self._limiter.paused_for
-        if held > self._left(deadline):
-            raise RateLimited(
-                f"the key is paused for {held:.3f}s, more than the time left",
-                retry_after=held,
-                key=self.name or None,
-            )
-        return held
-
     def _slot_wait(self, deadline: float) -> float | None:
         """How long to wait for a bulkhead slot: its own `max_wait`, never past the deadline."""
         if deadline == math.inf:
@@ -513,8 +500,17 @@ class Shield:
         for: a 429 that came while it waited. A pause within that wait holds it no longer, so a
         clock that does not move (freezegun) never keeps a waiter sleeping; a pause that
         outlasts the deadline gives up at once, with `RateLimited`."""
-        held = self._paused_for(deadline)
-        return held if self._clock.monotonic() + held > ready + _ROUNDING else 0.0
+        assert self._limiter is not None
+        held = self._limiter.paused_for
+        if self._clock.monotonic() + held <= ready + _ROUNDING:
+            return 0.0
+        if held > self._left(deadline):
+            raise RateLimited(
+                f"the key is paused for {held:.3f}s, more than the time left",
+                retry_after=held,
+                key=self.name or None,
+            )
+        return held
 
     def _abandon(
         self,
