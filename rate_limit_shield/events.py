@@ -21,6 +21,8 @@ __all__ = [
     "THROTTLED",
     "SUCCEEDED",
     "FALLBACK",
+    "FELL_BACK",
+    "UNSETTLED",
 ]
 
 logger = logging.getLogger("rate_limit_shield")
@@ -31,6 +33,8 @@ REJECTED = "rejected"  # the shield refused the call (rate limit, open circuit, 
 THROTTLED = "throttled"  # the server throttled: the key pauses for `delay` seconds
 SUCCEEDED = "succeeded"  # an attempt succeeded after earlier attempts failed
 FALLBACK = "fallback"  # `key` refused the call (`error`); it is made again with `fallback`
+FELL_BACK = "fell_back"  # `fallback` answered the call made for `key`
+UNSETTLED = "unsettled"  # `key` reserves token estimates that no usage ever settles
 
 
 class Event(NamedTuple):
