@@ -26,9 +26,12 @@ from .registry import (
     Key,
     LLMShield,
     Registry,
+    add_listener,
     configure,
     configure_from_file,
     default_registry,
+    remove_listener,
+    update,
 )
 from .retry import RetryBudget, RetryPolicy
 from .shield import Shield
@@ -62,6 +65,9 @@ __all__ = [
     "is_enabled",
     "configure",
     "configure_from_file",
+    "update",
+    "add_listener",
+    "remove_listener",
     "default_registry",
     "Policy",
     "Registry",

@@ -353,6 +353,11 @@ class CircuitBreaker:
             self._notify(change)
         return snap
 
+    @property
+    def listeners(self) -> tuple[Callable[[State, State], None], ...]:
+        """What `add_listener` added, oldest first."""
+        return self._listeners
+
     def add_listener(self, callback: Callable[[State, State], None]) -> None:
         """Call `callback(old, new)` on every state change, outside the lock; errors are logged."""
         if not callable(callback):

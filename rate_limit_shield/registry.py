@@ -12,13 +12,14 @@ their next use. A key busy in any way is kept, whatever the bound.
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import os
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from ._bounded import remember
 from .backends import MEMORY, Backend, backend_from
@@ -26,7 +27,7 @@ from .breaker import CircuitBreaker, State
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError
-from .events import Listener
+from .events import Listener, Listeners
 from .limiter import Cost, Limiter
 from .llm import AdaptiveRate, Guide, LearnedEstimate, LLMClassifier, usage_of
 from .outcome import Classifier
@@ -42,6 +43,9 @@ __all__ = [
     "default_registry",
     "configure",
     "configure_from_file",
+    "update",
+    "add_listener",
+    "remove_listener",
     "snapshot",
 ]
 
@@ -61,6 +65,16 @@ _DECORATORS_PER_KEY = 64
 """Pipelines a key keeps for the decorators that take its model from the call."""
 _BREAKER_COUNTS = ("consecutive_failures", "window_failures", "window_slow_calls")
 """What a closed breaker has counted that a new one would not: such a key is not at rest."""
+_CLOCK_METHODS = ("monotonic", "time", "sleep", "asleep")
+
+
+class _Keep(enum.Enum):
+    """An argument of `configure` not given: it keeps its current value."""
+
+    KEEP = "keep"
+
+
+_KEEP: Literal[_Keep.KEEP] = _Keep.KEEP
 
 
 class Key:
@@ -186,7 +200,7 @@ def _specificity(pattern: str) -> int:
 class _State:
     """One configuration and the keys it has made live. Replaced whole, never edited."""
 
-    __slots__ = ("policies", "strict", "clock", "on_event", "backend", "keys", "own", "_exact",
+    __slots__ = ("policies", "strict", "clock", "listeners", "backend", "keys", "own", "_exact",
                  "_patterns")  # fmt: skip
 
     def __init__(
@@ -195,13 +209,14 @@ class _State:
         *,
         strict: bool,
         clock: Clock,
-        on_event: Listener | None,
+        listeners: Listeners,
         backend: Backend = MEMORY,
     ) -> None:
         self.policies = policies
         self.strict = strict
         self.clock = clock
-        self.on_event = on_event
+        self.listeners = listeners
+        """The registry's listeners: every key's shield reports to them."""
         self.backend = backend
         self.keys: OrderedDict[str, Key] = OrderedDict()
         """Live keys, oldest first (a key spared from dropping goes to the back)."""
@@ -213,10 +228,10 @@ class _State:
         globs.sort(key=lambda glob: (-_specificity(glob), -len(glob)))
         self._patterns = [(glob, policies[glob]) for glob in globs]
 
-    def fresh(self, clock: Clock, backend: Backend) -> _State:
+    def fresh(self, clock: Clock, backend: Backend, listeners: Listeners) -> _State:
         """The same policies on `clock` and `backend`, with no live key yet."""
         return _State(
-            self.policies, strict=self.strict, clock=clock, on_event=self.on_event, backend=backend
+            self.policies, strict=self.strict, clock=clock, listeners=listeners, backend=backend
         )
 
     def resolve(self, model: str) -> tuple[str, Policy]:
@@ -239,16 +254,30 @@ class _State:
 
     def make_key(self, model: str) -> Key:
         pattern, policy = self.resolve(model)
-        return Key(model, pattern, policy, self.clock, self.on_event, self.backend)
+        return Key(model, pattern, policy, self.clock, self.listeners, self.backend)
+
+    def check_fallbacks(self) -> None:
+        """Under `strict`, every fallback must resolve to a policy now, not mid-outage."""
+        if not self.strict:
+            return
+        for name, policy in self.policies.items():
+            for fallback in policy.fallbacks:
+                try:
+                    self.resolve(fallback)
+                except ConfigError:
+                    raise ConfigError(
+                        f'policies["{name}"].fallbacks: {fallback!r} matches no policy and '
+                        'strict=True (add a policy or a pattern for it, or a "default")'
+                    ) from None
 
     def carry_over(self, previous: _State) -> None:
-        """Keep the decorators' pipelines, and the live keys whose resolved policy and settings
-        are unchanged."""
+        """Keep the decorators' pipelines, and the live keys whose resolved policy is unchanged,
+        on the same clock and backend (their state lives there); a key made anew keeps the
+        listeners added to its breaker."""
         if previous.clock is not self.clock:
             return
         self.own.update(previous.own)
-        # != : bound methods are new objects each time
-        if previous.on_event != self.on_event or previous.backend is not self.backend:
+        if previous.backend is not self.backend:
             return
         for name, key in previous.keys.items():
             try:
@@ -257,6 +286,17 @@ class _State:
                 continue
             if pattern == key.pattern and policy == key.policy:
                 self.keys[name] = key
+            elif key.breaker is not None and key.breaker.listeners:
+                self.keys[name] = fresh = self.make_key(name)
+                fresh.kept = key.kept
+                if fresh.breaker is not None:
+                    for listener in key.breaker.listeners:
+                        fresh.breaker.add_listener(listener)
+
+
+def _check_listener(name: str, listener: object) -> None:
+    if not callable(listener):
+        raise ConfigError(f"{name}: {listener!r} is not callable (a listener takes an Event)")
 
 
 def _is_glob(name: str) -> bool:
@@ -267,6 +307,8 @@ class _Saved(NamedTuple):
     """What `testing.isolated()` puts back at the end of its block."""
 
     state: _State
+    listeners: Listeners
+    configured_listener: Listener | None
     backend: Backend
     backend_value: object
     max_keys: int
@@ -287,10 +329,13 @@ class Registry:
     """
 
     __slots__ = ("_state", "_lock", "_configured", "_backend", "_backend_value", "_max_keys",
-                 "_isolated")  # fmt: skip
+                 "_isolated", "_listeners", "_configured_listener")  # fmt: skip
 
     def __init__(self) -> None:
-        self._state = _State({}, strict=False, clock=SYSTEM_CLOCK, on_event=None)
+        self._listeners = Listeners()
+        self._configured_listener: Listener | None = None
+        """The listener `configure(on_event=...)` gave, which the next one replaces."""
+        self._state = _State({}, strict=False, clock=SYSTEM_CLOCK, listeners=self._listeners)
         self._lock = threading.Lock()
         self._configured = False
         self._backend: Backend = MEMORY
@@ -324,37 +369,83 @@ class Registry:
         self,
         policies: Mapping[str, Policy | Mapping[str, Any]],
         *,
-        backend: object = None,
+        backend: object = _KEEP,
         clock: Clock | None = None,
-        strict: bool = False,
-        on_event: Listener | None = None,
+        strict: bool | Literal[_Keep.KEEP] = _KEEP,
+        on_event: Listener | Literal[_Keep.KEEP] | None = _KEEP,
     ) -> None:
         """Replace the policies. Bad configuration raises `ConfigError` here, naming the key.
 
-        `backend` is None (in memory), a ``redis://`` URL, a redis-py client or a `Backend`: where
-        the model keys' rate limits and pauses live (the same URL again keeps its connections).
-        `clock` defaults to the registry's current one (the system clock, or the `FakeClock` of
-        `testing.isolated()`, within which keys stay in memory whatever `backend` says).
-        `on_event` receives the events of every model key: retries, throttles, refusals,
-        give-ups, late successes and fallbacks.
+        An argument not given keeps its current value. `backend` is None or "memory" (in
+        memory), a ``redis://`` URL, a redis-py client or a `Backend`: where the model keys' rate
+        limits and pauses live (the same URL again keeps its connections). `clock` defaults to
+        the registry's current one (the system clock, or the `FakeClock` of `testing.isolated()`,
+        within which keys stay in memory whatever `backend` says). `on_event` is a listener of
+        every model key, replacing the one an earlier `configure` gave (None removes it); those
+        of `add_listener` stay. Keys whose policy did not change keep their live state, unless
+        the backend or clock changes, where that state lives.
         """
-        if not isinstance(strict, bool):
-            raise ConfigError(f"strict: {strict!r} is not a bool")
         parsed = parse_policies(policies)
-        same = backend is not None and backend == self._backend_value
-        resolved = self._backend if same else backend_from(backend)
+        self._apply(lambda current: parsed, backend, clock, strict, on_event)
+
+    def update(self, policies: Mapping[str, Policy | Mapping[str, Any]]) -> None:
+        """Add or replace the policies of the given names and patterns, keeping the others, the
+        settings, and the live state of every key whose policy does not change: one module per
+        provider can each add its own."""
+        parsed = parse_policies(policies)
+        if not self._configured:
+            self._configure_from_env()
+        self._apply(lambda current: {**current, **parsed}, _KEEP, None, _KEEP, _KEEP)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(event)` on every event of every model key, from now on; policies and
+        live state are untouched."""
+        _check_listener("add_listener", listener)
         with self._lock:
-            if clock is None:
-                clock = self._state.clock
-            self._backend, self._backend_value = resolved, backend
+            self._listeners.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling `listener` (one never added is ignored)."""
+        with self._lock:
+            self._listeners.remove(listener)
+
+    def _apply(
+        self,
+        policies: Callable[[dict[str, Policy]], dict[str, Policy]],
+        backend: object,
+        clock: Clock | None,
+        strict: bool | Literal[_Keep.KEEP],
+        on_event: Listener | Literal[_Keep.KEEP] | None,
+    ) -> None:
+        """Swap in a new state: `policies(current)`, and each setting given (not `_KEEP`)."""
+        if strict is not _KEEP and not isinstance(strict, bool):
+            raise ConfigError(f"strict: {strict!r} is not a bool")
+        if clock is not None and not all(
+            callable(getattr(clock, method, None)) for method in _CLOCK_METHODS
+        ):
+            raise ConfigError(
+                f"clock: {clock!r} is not a Clock (an object with {', '.join(_CLOCK_METHODS)})"
+            )
+        if on_event is not _KEEP and on_event is not None:
+            _check_listener("on_event", on_event)
+        keep = backend is _KEEP or (backend is not None and backend == self._backend_value)
+        resolved = self._backend if keep else backend_from(backend)
+        with self._lock:
+            current = self._state
             state = _State(
-                parsed,
-                strict=strict,
-                clock=clock,
-                on_event=on_event,
+                policies(current.policies),
+                strict=current.strict if strict is _KEEP else strict,
+                clock=current.clock if clock is None else clock,
+                listeners=self._listeners,
                 backend=MEMORY if self._isolated else resolved,
             )
-            state.carry_over(self._state)
+            state.check_fallbacks()
+            if not keep:
+                self._backend, self._backend_value = resolved, backend
+            if on_event is not _KEEP:
+                self._listeners.replace(self._configured_listener, on_event)
+                self._configured_listener = on_event
+            state.carry_over(current)
             self._state = state
             self._configured = True
 
@@ -368,9 +459,8 @@ class Registry:
                 raise ConfigError(f"unknown key {unknown[0]!r} (known: {', '.join(_FILE_KEYS)})")
             if "policies" not in data:
                 raise ConfigError('no [policies."<model or pattern>"] table')
-            self.configure(
-                data["policies"], backend=data.get("backend"), strict=data.get("strict", False)
-            )
+            settings = {name: data[name] for name in ("backend", "strict") if name in data}
+            self.configure(data["policies"], **settings)
         except ConfigError as exc:
             raise ConfigError(f"{os.fspath(path)}: {exc.message}") from None
 
@@ -395,7 +485,8 @@ class Registry:
     def reset(self) -> None:
         """Forget every key's live state (buckets, breakers, slots); keep the policies."""
         with self._lock:
-            self._state = self._state.fresh(self._state.clock, self._state.backend)
+            state = self._state
+            self._state = state.fresh(state.clock, state.backend, self._listeners)
 
     def snapshot(self) -> dict[str, dict[str, object]]:
         """Per model key used so far: its pattern, rate levels, breaker, bulkhead and budget."""
@@ -447,15 +538,18 @@ class Registry:
         with self._lock:
             state = self._state
             saved = _Saved(
-                state, self._backend, self._backend_value, self._max_keys, self._isolated
-            )
-            self._state = state.fresh(clock, MEMORY)
+                state, self._listeners, self._configured_listener, self._backend,
+                self._backend_value, self._max_keys, self._isolated,
+            )  # fmt: skip
+            self._listeners = Listeners(self._listeners.all)
+            self._state = state.fresh(clock, MEMORY, self._listeners)
             self._isolated = True
             return saved
 
     def _leave_testing(self, saved: _Saved) -> None:
         with self._lock:
             self._state = saved.state
+            self._listeners, self._configured_listener = saved.listeners, saved.configured_listener
             self._backend, self._backend_value = saved.backend, saved.backend_value
             self._max_keys, self._isolated = saved.max_keys, saved.isolated
 
@@ -473,6 +567,9 @@ def default_registry() -> Registry:
 
 configure = _registry.configure
 configure_from_file = _registry.configure_from_file
+update = _registry.update
+add_listener = _registry.add_listener
+remove_listener = _registry.remove_listener
 snapshot = _registry.snapshot
 
 

@@ -1034,7 +1034,7 @@ def test_shared_breakers_and_budgets_come_from_a_backend_that_shares_them() -> N
     registry.key("local")
     assert asked == [("breaker", {"failure_threshold": 2}), ("budget", {"ratio": 0.5})]
     # In memory (no backend that shares), `shared` is simply this process's own state.
-    registry.configure(policies, clock=FakeClock())
+    registry.configure(policies, backend="memory", clock=FakeClock())
     assert registry.key("shared").breaker is not None
     assert registry.key("shared").budget is not None
     assert len(asked) == 2
