@@ -31,11 +31,11 @@ def _positive(name: str, value: float, *, zero_ok: bool = False) -> float:
 class RetryPolicy:
     """Exponential backoff with jitter, applied after the cap.
 
-    The delay before retry number `n` (0 for the first retry) is drawn from the backoff:
-    ``full``: uniform(0, c); ``equal``: c/2 + uniform(0, c/2); ``decorrelated``:
-    min(max_delay, uniform(base_delay, 3 x previous)); ``constant``: base_delay;
-    ``none``: c, where c = min(max_delay, base_delay x multiplier**n). A server hint
-    (Retry-After) is a floor for the delay, itself capped by `max_retry_after`.
+    The delay after attempt `n` (1 for the first attempt, as the seed counts; none after 0) is
+    drawn from the backoff: ``full``: uniform(0, c); ``equal``: c/2 + uniform(0, c/2);
+    ``decorrelated``: min(max_delay, uniform(base_delay, 3 x previous)); ``constant``:
+    base_delay; ``none``: c, where c = min(max_delay, base_delay x multiplier**(n - 1)). A server
+    hint (Retry-After) is a floor for the delay, itself capped by `max_retry_after`.
     `jitter=True` (the seed's flag) means ``full``, `jitter=False` means ``none``.
     """
 
@@ -52,7 +52,7 @@ class RetryPolicy:
     def __init__(
         self,
         max_attempts: int = 3,
-        base_delay: float = 0.5,
+        base_delay: float = 1.0,
         max_delay: float = 30.0,
         multiplier: float = 2.0,
         jitter: bool = True,
@@ -84,7 +84,11 @@ class RetryPolicy:
         return self.backoff not in ("none", "constant")
 
     def delay_for(self, attempt: int, previous: float | None = None) -> float:
-        """The backoff delay before retry number `attempt` (0-based), without any server hint."""
+        """The backoff delay after attempt number `attempt` (1-based, as the seed counts: 0.0
+        for attempt 0, `base_delay` before jitter for attempt 1), without any server hint;
+        `previous` is the delay before, which ``decorrelated`` grows from."""
+        if attempt < 1:
+            return 0.0
         backoff = self.backoff
         if backoff == "constant":
             return self.base_delay
@@ -93,7 +97,7 @@ class RetryPolicy:
             high = max(low, 3.0 * (previous if previous is not None else low))
             return min(self.max_delay, low + self._random() * (high - low))
         try:
-            cap = min(self.max_delay, self.base_delay * self.multiplier ** max(attempt, 0))
+            cap = min(self.max_delay, self.base_delay * self.multiplier ** (attempt - 1))
         except OverflowError:
             cap = self.max_delay
         if backoff == "full":
@@ -116,7 +120,7 @@ class RetryPolicy:
         """
         if attempts_made >= self.max_attempts:
             return None
-        delay = self.delay_for(attempts_made - 1, previous)
+        delay = self.delay_for(attempts_made, previous)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.max_retry_after))
         if delay >= time_left:

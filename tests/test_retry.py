@@ -18,7 +18,7 @@ def fixed(value: float):
 
 def test_seed_signature_and_exponential_cap_without_jitter():
     policy = RetryPolicy(5, 1.0, 10.0, 2.0, False)
-    assert [policy.delay_for(n) for n in range(6)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert [policy.delay_for(n) for n in range(7)] == [0.0, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     assert policy.jitter is False
 
 
@@ -26,7 +26,7 @@ def test_full_jitter_is_uniform_below_the_cap_and_applied_after_it():
     top = RetryPolicy(base_delay=1.0, max_delay=10.0, random=fixed(0.999999))
     bottom = RetryPolicy(base_delay=1.0, max_delay=10.0, random=fixed(0.0))
     assert top.backoff == "full"
-    assert top.delay_for(2) == pytest.approx(4.0, rel=1e-5)
+    assert top.delay_for(3) == pytest.approx(4.0, rel=1e-5)
     # Past the cap the jitter still spreads over [0, cap], not collapsing onto the cap.
     assert top.delay_for(30) == pytest.approx(10.0, rel=1e-5)
     assert bottom.delay_for(30) == 0.0
@@ -34,12 +34,23 @@ def test_full_jitter_is_uniform_below_the_cap_and_applied_after_it():
 
 def test_equal_decorrelated_constant_backoffs():
     equal = RetryPolicy(base_delay=1.0, max_delay=100.0, backoff="equal", random=fixed(0.5))
-    assert equal.delay_for(3) == pytest.approx(8.0 / 2 + 0.5 * 4.0)
+    assert equal.delay_for(4) == pytest.approx(8.0 / 2 + 0.5 * 4.0)
     deco = RetryPolicy(base_delay=1.0, max_delay=5.0, backoff="decorrelated", random=fixed(1.0))
-    assert deco.delay_for(0) == pytest.approx(3.0)  # uniform(base, 3 x base) at its top
-    assert deco.delay_for(1, previous=3.0) == 5.0  # min(cap, 9)
+    assert deco.delay_for(1) == pytest.approx(3.0)  # uniform(base, 3 x base) at its top
+    assert deco.delay_for(2, previous=3.0) == 5.0  # min(cap, 9)
     constant = RetryPolicy(base_delay=0.7, backoff="constant")
-    assert {constant.delay_for(n) for n in range(5)} == {0.7}
+    assert {constant.delay_for(n) for n in range(1, 6)} == {0.7}
+
+
+def test_no_backoff_delays_attempt_zero():
+    for backoff in BACKOFFS:
+        assert RetryPolicy(base_delay=1.0, backoff=backoff, random=fixed(1.0)).delay_for(0) == 0.0
+
+
+def test_next_delay_follows_delay_for_of_the_attempts_made():
+    policy = RetryPolicy(4, 0.5, 30.0, 3.0, False)
+    schedule = [policy.next_delay(made, None, None, math.inf) for made in (1, 2, 3)]
+    assert schedule == [policy.delay_for(made) for made in (1, 2, 3)] == [0.5, 1.5, 4.5]
 
 
 def test_huge_attempt_numbers_do_not_overflow():
