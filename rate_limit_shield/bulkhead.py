@@ -1,7 +1,9 @@
 """How many calls may be in flight at once.
 
 A bulkhead keeps one slow or failing model from tying up every worker. While a slot is free it
-costs no lock: free slots are tokens in a list, and `list.pop` / `list.append` are atomic.
+costs no lock: free slots are tokens in a list, and `list.pop` / `list.append` are atomic. A slot
+never taken yet has no token: the first calls take new slots under the lock, so that a bulkhead
+costs memory for the most calls it has had in flight, not for its `max_concurrent`.
 Once it is full, callers queue in FIFO order (under a lock) and `release` hands its slot
 straight to the oldest of them. The one race of the lock-free path, a release whose token lands
 just as a waiter queues, is closed from both sides: a waiter queues itself *before* looking for
@@ -93,7 +95,8 @@ class Bulkhead:
     for other calls, so it is not read.
     """
 
-    __slots__ = ("_free", "_lock", "_max_concurrent", "_max_wait", "_waiters", "clock", "name")
+    __slots__ = ("_free", "_issued", "_lock", "_max_concurrent", "_max_wait", "_waiters", "clock",
+                 "name")  # fmt: skip
 
     def __init__(
         self,
@@ -112,7 +115,8 @@ class Bulkhead:
         self._max_wait = _check_seconds("max_wait", max_wait)
         self._max_concurrent = max_concurrent
         self._lock = threading.Lock()
-        self._free = [None] * max_concurrent  # one token per free slot
+        self._free: list[None] = []  # one token per free slot that was taken before
+        self._issued = 0  # slots ever taken (under the lock): only these have tokens
         self._waiters: deque[_Waiter] = deque()
         self.name = name
         self.clock = clock if clock is not None else SYSTEM_CLOCK
@@ -128,7 +132,7 @@ class Bulkhead:
     @property
     def in_flight(self) -> int:
         """Slots taken, including slots handed to waiters that have not resumed yet."""
-        return self._max_concurrent - len(self._free)
+        return self._issued - len(self._free)
 
     @property
     def waiting(self) -> int:
@@ -141,8 +145,18 @@ class Bulkhead:
         try:
             self._free.pop()
         except IndexError:
-            return False
+            return self._issue()
         return True
+
+    def _issue(self) -> bool:
+        """Take a slot never taken before, if one is left: the first calls' slots."""
+        if self._issued >= self._max_concurrent:  # the common case once warm: no lock
+            return False
+        with self._lock:
+            if self._issued >= self._max_concurrent:
+                return False
+            self._issued += 1
+            return True
 
     def acquire(self, timeout: float | None = None) -> None:
         """Take a slot, blocking this thread at most `timeout` (default `max_wait`) seconds.
@@ -206,7 +220,7 @@ class Bulkhead:
             return
         free = self._free
         free.append(None)
-        if len(free) > self._max_concurrent:
+        if len(free) > self._issued:
             free.pop()
             raise RuntimeError(f"Bulkhead {self.name!r} released more often than acquired")
         if self._waiters:  # one queued between our look and our token: it must not be left
@@ -242,7 +256,7 @@ class Bulkhead:
         with self._lock:
             return {
                 "max_concurrent": self._max_concurrent,
-                "in_flight": self._max_concurrent - len(self._free),
+                "in_flight": self._issued - len(self._free),
                 "waiting": len(self._waiters),
             }
 

@@ -35,8 +35,8 @@ from .bulkhead import Bulkhead
 from .errors import CircuitOpen, ConfigError, QuotaExhausted, RateLimited, ShieldError, add_note
 from .events import FALLBACK, Event, Listener, emit
 from .limiter import Cost, Limit, Limiter
-from .outcome import Classifier, DefaultClassifier
-from .policy import Policy
+from .outcome import Classifier, DefaultClassifier, ExceptionTypes, exception_types
+from .policy import Policy, _classifier, _function
 from .registry import Key, Registry, default_registry
 from .retry import RetryPolicy
 from .shield import Shield
@@ -188,7 +188,8 @@ def shielded(
     (open circuit, quota gone, no rate permit in time) is made again with the policy's
     `fallbacks`. `cost`, `usage` and `classifier` refine the model's pipeline for this function.
     """
-    options = _Options(cost, usage, classifier, on_event)
+    fn, _ = _bare("shielded", fn, None)
+    options = _checked("shielded", _Options(cost, usage, classifier, on_event))
     custom = options != _Options()
 
     def from_key(key: Key) -> Shield:
@@ -196,7 +197,7 @@ def shielded(
             return key.shield
         return _key_shield(key, options, limiter=True, breaker=True, retry=True, bulkhead=True)
 
-    decorator = _decorator(registry, model, None, from_key, options)
+    decorator = _decorator("shielded", registry, model, None, from_key, options)
     return decorator if fn is None else decorator(fn)
 
 
@@ -228,7 +229,7 @@ def rate_limited(
     _check_one_source("rate_limited", Limiter, limiter, bool(given), model)
     if limiter is None and not given and model is None:
         raise ConfigError("@rate_limited: give a Limiter, rate keywords (rpm=60, ...) or model=")
-    options = _Options(cost, usage, max_wait=max_wait)
+    options = _checked("rate_limited", _Options(cost, usage, max_wait=max_wait))
     wait = max_wait if max_wait is not None else 60.0
     policy = _policy("rate_limited", {**given, "max_wait": wait}, section=None)
     own = None
@@ -243,7 +244,7 @@ def rate_limited(
     def from_key(key: Key) -> Shield:
         return _key_shield(key, options, limiter=True)
 
-    return _decorator(registry, model, own, from_key, options)
+    return _decorator("rate_limited", registry, model, own, from_key, options)
 
 
 @overload
@@ -278,7 +279,7 @@ def breaker(
     """
     fn, cb = _bare("breaker", cb, CircuitBreaker)
     _check_one_source("breaker", CircuitBreaker, cb, bool(options), model)
-    extra = _Options(classifier=classifier)
+    extra = _checked("breaker", _Options(classifier=classifier))
     own = None
     if cb is not None or model is None:
         policy = _policy("breaker", {"breaker": options}, section="breaker")
@@ -292,7 +293,7 @@ def breaker(
     def from_key(key: Key) -> Shield:
         return _key_shield(key, extra, breaker=True)
 
-    decorator = _decorator(registry, model, own, from_key, extra)
+    decorator = _decorator("breaker", registry, model, own, from_key, extra)
     return decorator if fn is None else decorator(fn)
 
 
@@ -307,8 +308,8 @@ def retry(
     policy: RetryPolicy | None = None,
     /,
     *,
-    on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
-    ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
+    on: ExceptionTypes = Exception,
+    ignore: ExceptionTypes = (),
     retry_if_result: Callable[[Any], bool] | None = None,
     classifier: Classifier | None = None,
     timeout: float | None = None,
@@ -321,8 +322,8 @@ def retry(
     policy: Any = None,
     /,
     *,
-    on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
-    ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
+    on: ExceptionTypes = Exception,
+    ignore: ExceptionTypes = (),
     retry_if_result: Callable[[Any], bool] | None = None,
     classifier: Classifier | None = None,
     timeout: float | None = None,
@@ -340,9 +341,14 @@ def retry(
     """
     fn, policy = _bare("retry", policy, RetryPolicy)
     _check_one_source("retry", RetryPolicy, policy, bool(options), model)
+    exception_types(on, "@retry.on")
+    exception_types(ignore, "@retry.ignore")
+    if retry_if_result is not None:
+        _function(retry_if_result, "@retry.retry_if_result")
+    extra = _checked("retry", _Options(classifier=classifier, on_event=on_event, timeout=timeout))
     if classifier is None:
         classifier = DefaultClassifier(retry_on=on, ignore=ignore, retry_if_result=retry_if_result)
-    extra = _Options(classifier=classifier, on_event=on_event, timeout=timeout)
+        extra = extra._replace(classifier=classifier)
     own = None
     if policy is not None or model is None:
         settings = _policy(
@@ -367,7 +373,7 @@ def retry(
     def from_key(key: Key) -> Shield:
         return _key_shield(key, extra, retry=True)
 
-    decorator = _decorator(registry, model, own, from_key, extra)
+    decorator = _decorator("retry", registry, model, own, from_key, extra)
     return decorator if fn is None else decorator(fn)
 
 
@@ -398,25 +404,36 @@ def bulkhead(
     def from_key(key: Key) -> Shield:
         return _key_shield(key, _Options(), bulkhead=True)
 
-    return _decorator(registry, model, own, from_key, _Options())
+    return _decorator("bulkhead", registry, model, own, from_key, _Options())
 
 
 # -- building blocks ---------------------------------------------------------------------------
 
 
-def _bare(name: str, first: Any, primitive: type) -> tuple[Any, Any]:
+def _bare(name: str, first: Any, primitive: type | None) -> tuple[Any, Any]:
     """Split the first positional argument into (function for a bare `@decorator`, primitive)."""
-    if first is None or isinstance(first, primitive):
+    if first is None or (primitive is not None and isinstance(first, primitive)):
         return None, first
     if callable(first) or isinstance(first, (classmethod, staticmethod)):
         return first, None
-    raise ConfigError(f"@{name}: expected a {primitive.__name__} or a function, got {first!r}")
+    _refuse_model(name, first)
+    expected = "a function" if primitive is None else f"a {primitive.__name__} or a function"
+    raise ConfigError(f"@{name}: expected {expected}, got {first!r}")
+
+
+def _refuse_model(name: str, first: object) -> None:
+    """A model name given as the first positional argument: say how to write it."""
+    if isinstance(first, str):
+        raise ConfigError(
+            f"@{name}: the model is a keyword argument: write @{name}(model={first!r})"
+        )
 
 
 def _check_one_source(
     name: str, primitive: type, live: object, given: bool, model: Model | None
 ) -> None:
     """A single-part decorator takes its part from exactly one place."""
+    _refuse_model(name, live)
     if live is not None and not isinstance(live, primitive):
         kind = "a function" if callable(live) else repr(live)
         raise ConfigError(
@@ -433,6 +450,21 @@ def _check_one_source(
     ]
     if len(sources) > 1:
         raise ConfigError(f"@{name}: give one of {' or '.join(sources)}, not several")
+
+
+_OPTION_CHECKS = {"cost": _function, "usage": _function, "classifier": _classifier,
+                  "on_event": _function}  # fmt: skip
+"""The checker of each decorator option that holds a function or a classifier."""
+
+
+def _checked(name: str, options: _Options) -> _Options:
+    """`options`, each one given checked now: a bad one would otherwise replace every call's
+    own outcome with a `TypeError` or an `AttributeError`."""
+    for option, check in _OPTION_CHECKS.items():
+        value = getattr(options, option)
+        if value is not None:
+            check(value, f"@{name}.{option}")
+    return options
 
 
 def _policy(name: str, data: dict[str, Any], *, section: str | None) -> Policy:
@@ -477,6 +509,7 @@ def _key_shield(
 
 
 def _decorator(
+    name: str,
     registry: Registry | None,
     model: Model | None,
     own: Callable[[Any], Shield] | None,
@@ -492,15 +525,25 @@ def _decorator(
     if own is not None:
         source = _fixed(registry, lambda state: _own_shield(own, state))
     elif isinstance(model, str):
-        name = model
-        source = _fixed(registry, lambda state: from_key(registry.key(name)))
+        named = model
+        source = _fixed(registry, lambda state: from_key(registry.key(named)))
     else:
         source = _per_call(registry, model, from_key)
         if model is None:
             fallbacks = partial(_FallbackRun, registry, source.find, options.on_event)
 
     def decorate(fn: Any) -> Any:
-        return wrapt.FunctionWrapper(fn, _wrapper(_kind(fn), source, fallbacks))
+        if inspect.isclass(fn):
+            raise ConfigError(
+                f"@{name}: {fn.__qualname__} is a class, not a function; decorate the function "
+                "or method that makes the call instead"
+            )
+        wrapper = _wrapper(_kind(fn), source, fallbacks)
+        # A coroutine takes its name from its function: let a "never awaited" warning name fn's.
+        target = getattr(fn, "__func__", fn)
+        wrapper.__name__ = getattr(target, "__name__", wrapper.__name__)
+        wrapper.__qualname__ = getattr(target, "__qualname__", wrapper.__qualname__)
+        return wrapt.FunctionWrapper(fn, wrapper)
 
     return decorate
 

@@ -11,9 +11,11 @@ import enum
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
-from .errors import QuotaExhausted, RateLimited
+from .errors import ConfigError, QuotaExhausted, RateLimited
 
 __all__ = ["Outcome", "Verdict", "Classifier", "DefaultClassifier", "SUCCESS"]
+
+ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
 
 
 class Outcome(enum.Enum):
@@ -45,6 +47,15 @@ class Classifier(Protocol):
     def classify_error(self, error: BaseException) -> Verdict: ...
 
 
+def exception_types(value: object, path: str) -> ExceptionTypes:
+    """`value` if it is an exception class or a tuple of them, as `except` takes; otherwise a
+    `ConfigError` now, rather than a `TypeError` from the first call that raises."""
+    classes = value if isinstance(value, tuple) else (value,)
+    if not all(isinstance(item, type) and issubclass(item, BaseException) for item in classes):
+        raise ConfigError(f"{path}: {value!r} is not an exception class or a tuple of them")
+    return value  # type: ignore[return-value]
+
+
 class DefaultClassifier:
     """Exceptions are FAILURE, results SUCCESS, unless told otherwise.
 
@@ -60,12 +71,16 @@ class DefaultClassifier:
     def __init__(
         self,
         *,
-        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
-        ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
+        retry_on: ExceptionTypes = Exception,
+        ignore: ExceptionTypes = (),
         retry_if_result: Callable[[Any], bool] | None = None,
     ) -> None:
-        self._retry_on = retry_on
-        self._ignore = ignore
+        self._retry_on = exception_types(retry_on, "DefaultClassifier.retry_on")
+        self._ignore = exception_types(ignore, "DefaultClassifier.ignore")
+        if retry_if_result is not None and not callable(retry_if_result):
+            raise ConfigError(
+                f"DefaultClassifier.retry_if_result: {retry_if_result!r} is not callable"
+            )
         self._retry_if_result = retry_if_result
         ignored = ignore if isinstance(ignore, tuple) else (ignore,)
         self._never_retried: tuple[type[BaseException], ...] = (QuotaExhausted, *ignored)
@@ -73,11 +88,11 @@ class DefaultClassifier:
     # Read-only: a shield decides once whether it needs to look at results at all.
 
     @property
-    def retry_on(self) -> type[BaseException] | tuple[type[BaseException], ...]:
+    def retry_on(self) -> ExceptionTypes:
         return self._retry_on
 
     @property
-    def ignore(self) -> type[BaseException] | tuple[type[BaseException], ...]:
+    def ignore(self) -> ExceptionTypes:
         return self._ignore
 
     @property

@@ -178,10 +178,27 @@ def _limits(value: object, path: str) -> tuple[Limit, ...]:
 
 def _limit(entry: object, path: str) -> Limit:
     if isinstance(entry, Limit):
-        return entry
+        return _holding_one(entry, path, entry)
     if not isinstance(entry, Mapping):
         raise _invalid(path, entry, "is not a Limit")
-    return Limit(**_LIMIT.fields(entry, path))
+    limit = Limit(**_LIMIT.fields(entry, path))
+    given = "burst" if limit.burst is not None else "amount"
+    return _holding_one(limit, f"{path}.{given}", entry[given])
+
+
+def _holding_one(limit: Limit, path: str, value: object) -> Limit:
+    """`limit`, if its bucket holds at least one unit: a smaller one admits no call at all."""
+    if limit.capacity >= 1:
+        return limit
+    unit = limit.unit.removesuffix("s").replace("_", " ")
+    if limit.burst is not None:
+        hint = "burst must be >= 1"
+    else:
+        period = f"{limit.per_seconds / limit.amount:g}"
+        kind = "" if limit.unit == "requests" else f', "unit": "{limit.unit}"'
+        one = f'{{"amount": 1, "per_seconds": {period}{kind}}}'
+        hint = f"for one {unit} every {period}s: limits=[{one}]"
+    raise _invalid(path, value, f"holds less than one {unit} at once, so it admits none ({hint})")
 
 
 def _check_model_name(name: object, path: str) -> str:
@@ -299,6 +316,10 @@ class Policy:
         given = {name: getattr(self, name) for name in _POLICY.checks}
         for name, value in _POLICY.fields(given, path).items():
             object.__setattr__(self, name, value)
+        for key, period, unit in _SHORTHANDS:
+            amount = getattr(self, key)
+            if amount is not None:
+                _holding_one(Limit(amount, period, unit), f"{path}.{key}", amount)
         # Checks that span keys are the primitives' own: build each once and report under the
         # section it came from.
         builds: tuple[tuple[str, Callable[[], object]], ...] = (
