@@ -53,6 +53,7 @@ def report(event: rls.Event) -> None:
         "gave_up": f"gave up after attempt {event.attempt}",
         "rejected": "refused without calling",
         "fallback": f"falling back to {event.fallback}",
+        "fell_back": f"{event.fallback} answered instead",
     }[event.kind]
     cause = f" ({type(event.error).__name__}: {event.error})" if event.error else ""
     print(f"    {event.key}: {what}{cause}")

@@ -32,10 +32,10 @@ import wrapt
 
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
-from .errors import CircuitOpen, ConfigError, QuotaExhausted, RateLimited, ShieldError, add_note
-from .events import FALLBACK, Event, Listener, emit
+from .errors import CircuitOpen, ConfigError, QuotaExhausted, RateLimited, add_note
+from .events import FALLBACK, FELL_BACK, Event, Listener, emit, logger
 from .limiter import Cost, Limit, Limiter
-from .outcome import Classifier, DefaultClassifier, ExceptionTypes, exception_types
+from .outcome import Classifier, DefaultClassifier, ExceptionTypes, Outcome, exception_types
 from .policy import Policy, _classifier, _function
 from .registry import Key, Registry, default_registry
 from .retry import RetryPolicy
@@ -65,8 +65,10 @@ DISABLED_ENV = "RATE_LIMIT_SHIELD_DISABLED"
 
 _disabled = os.environ.get(DISABLED_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
-_FALLBACK_ERRORS = (CircuitOpen, QuotaExhausted, RateLimited)
-"""Refusals after which a call whose model came from its `model=` argument tries a fallback."""
+_REFUSALS = (CircuitOpen, QuotaExhausted, RateLimited)
+"""Refusals after which `@shielded` tries a fallback."""
+_GAVE_UP_ON = (Outcome.FAILURE, Outcome.THROTTLED)
+"""Verdicts on the error a call ends with after which `@shielded` tries a fallback."""
 
 Model = str | Callable[..., str]
 Resolve = Callable[[tuple[Any, ...], dict[str, Any]], Shield]
@@ -184,9 +186,13 @@ def shielded(
     """Every part of a model's policy, in one layer: retry, breaker, rate limit, bulkhead.
 
     `model` is a model name, or a function of the call's arguments returning one; without it,
-    the call's own `model=` keyword argument names the model, and a call whose model is refused
-    (open circuit, quota gone, no rate permit in time) is made again with the policy's
-    `fallbacks`. `cost`, `usage` and `classifier` refine the model's pipeline for this function.
+    the call's own `model=` keyword argument names the model. A call the model refuses (open
+    circuit, quota gone, no rate permit in time), or whose retries give up on a failure or a
+    throttle, is made again with `model=` each of the policy's `fallbacks` in turn (never after
+    an error the classifier ignores, such as a bad request); a result a fallback gave carries
+    `answered_by`, the model that answered, where an attribute can be set. A function that
+    cannot take `model=` while its model's policy has fallbacks is a `ConfigError`. `cost`,
+    `usage` and `classifier` refine the model's pipeline for this function.
     """
     fn, _ = _bare("shielded", fn, None)
     options = _checked("shielded", _Options(cost, usage, classifier, on_event))
@@ -197,7 +203,7 @@ def shielded(
             return key.shield
         return _key_shield(key, options, limiter=True, breaker=True, retry=True, bulkhead=True)
 
-    decorator = _decorator("shielded", registry, model, None, from_key, options)
+    decorator = _decorator("shielded", registry, model, None, from_key, options, falls_back=True)
     return decorator if fn is None else decorator(fn)
 
 
@@ -515,22 +521,15 @@ def _decorator(
     own: Callable[[Any], Shield] | None,
     from_key: Callable[[Key], Shield],
     options: _Options,
+    *,
+    falls_back: bool = False,
 ) -> Decorator:
     """The decorator: picks the resolver for where the Shield comes from, then the wrapper for
-    the kind of function."""
+    the kind of function. With `falls_back`, a failed call walks down its model's fallbacks."""
     registry = registry if registry is not None else default_registry()
     if model is not None and not ((isinstance(model, str) and model) or callable(model)):
         raise ConfigError(f"model={model!r} is not a model name nor a function")
-    fallbacks = None
-    if own is not None:
-        source = _fixed(registry, lambda state: _own_shield(own, state))
-    elif isinstance(model, str):
-        named = model
-        source = _fixed(registry, lambda state: from_key(registry.key(named)))
-    else:
-        source = _per_call(registry, model, from_key)
-        if model is None:
-            fallbacks = partial(_FallbackRun, registry, source.find, options.on_event)
+    shared = None if own is None else _fixed(registry, lambda state: _own_shield(own, state))
 
     def decorate(fn: Any) -> Any:
         if inspect.isclass(fn):
@@ -538,6 +537,10 @@ def _decorator(
                 f"@{name}: {fn.__qualname__} is a class, not a function; decorate the function "
                 "or method that makes the call instead"
             )
+        if shared is not None:
+            source, fallbacks = shared, None
+        else:
+            source, fallbacks = _model_source(registry, model, from_key, options, fn, falls_back)
         wrapper = _wrapper(_kind(fn), source, fallbacks)
         # A coroutine takes its name from its function: let a "never awaited" warning name fn's.
         target = getattr(fn, "__func__", fn)
@@ -546,6 +549,76 @@ def _decorator(
         return wrapt.FunctionWrapper(fn, wrapper)
 
     return decorate
+
+
+def _model_source(
+    registry: Registry,
+    model: Model | None,
+    from_key: Callable[[Key], Shield],
+    options: _Options,
+    fn: Any,
+    falls_back: bool,
+) -> tuple[_Source, Callable[..., _FallbackRun] | None]:
+    """Where `fn`'s Shield comes from when a model key provides it, and with `falls_back` how a
+    failed call walks down the key's fallbacks. A function given its model by the decorator must
+    take `model=` for its fallbacks: if it cannot, the fallbacks are refused now when the
+    registry knows them, else whenever a key with fallbacks is first used in a configuration."""
+    build = from_key
+    if falls_back and model is not None and not _takes_model(fn):
+        if isinstance(model, str):
+            _refuse_fallbacks(registry, model, fn)
+        build = partial(_without_fallbacks, from_key, model, fn)
+    shield_of = _pipelines(registry, build)
+    if isinstance(model, str):
+        named = model
+        source = _fixed(registry, lambda state: build(registry.key(named)))
+    else:
+        source = _per_call(registry, model, shield_of)
+    fallbacks = partial(_FallbackRun, registry, shield_of, options.on_event) if falls_back else None
+    return source, fallbacks
+
+
+def _takes_model(fn: Any) -> bool:
+    """Whether `fn` can be called with `model=` (a parameter of that name, or **kwargs); a
+    function whose signature cannot be read is given the benefit of the doubt."""
+    try:
+        parameters = inspect.signature(getattr(fn, "__func__", fn)).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(
+        parameter.kind is inspect.Parameter.VAR_KEYWORD
+        or (parameter.name == "model" and parameter.kind is not inspect.Parameter.POSITIONAL_ONLY)
+        for parameter in parameters
+    )
+
+
+def _refuse_fallbacks(registry: Registry, model: str, fn: Any) -> None:
+    """At decoration: refuse `model`'s fallbacks for `fn` if the registry already has them."""
+    try:
+        policy = registry._state.resolve(model)[1]
+    except ConfigError:  # unknown under strict: the first call says so
+        return
+    if policy.fallbacks:
+        raise _cannot_fall_back(model, fn, model, policy.fallbacks)
+
+
+def _without_fallbacks(
+    from_key: Callable[[Key], Shield], model: Model, fn: Any, key: Key
+) -> Shield:
+    """`from_key(key)` for a function that cannot take `model=`, if `key` has no fallbacks."""
+    if key.policy.fallbacks:
+        raise _cannot_fall_back(model, fn, key.name, key.policy.fallbacks)
+    return from_key(key)
+
+
+def _cannot_fall_back(model: Model, fn: Any, name: str, fallbacks: tuple[str, ...]) -> ConfigError:
+    shown = repr(model) if isinstance(model, str) else getattr(model, "__qualname__", repr(model))
+    called = getattr(getattr(fn, "__func__", fn), "__qualname__", repr(fn))
+    return ConfigError(
+        f"@shielded(model={shown}) on {called}: the policy of {name!r} has fallbacks "
+        f"{fallbacks}, but {called} takes no model= argument to call them with: add a model "
+        "parameter (or **kwargs) to it and call the model it names, or remove the fallbacks"
+    )
 
 
 def _own_shield(own: Callable[[Any], Shield], state: Any) -> Shield:
@@ -585,11 +658,28 @@ def _fixed(registry: Registry, make: Callable[[Any], Shield]) -> _Source:
     return source
 
 
+def _pipelines(registry: Registry, build: Callable[[Key], Shield]) -> Callable[[str], Shield]:
+    """A decorated function's Shield for each model, built by `build(key)` once. It is kept on
+    the model's key, not here: a new model costs O(1), and a key the registry drops takes this
+    function's Shield with it."""
+
+    def shield_of(model: str) -> Shield:
+        key = registry._state.keys.get(model)  # inline, `_key_for_call` when the key is new
+        if key is None:
+            key = registry._key_for_call(model)
+        else:
+            key.used = True
+        shield = key.pipelines.get(shield_of)
+        return shield if shield is not None else key.pipeline(shield_of, build)
+
+    return shield_of
+
+
 def _per_call(
-    registry: Registry, pick: Callable[..., str] | None, from_key: Callable[[Key], Shield]
+    registry: Registry, pick: Callable[..., str] | None, shield_of: Callable[[str], Shield]
 ) -> _Source:
-    """The Shield of the model each call names. It is kept on the model's key, not here: a new
-    model costs O(1), and a key the registry drops takes this decorator's Shield with it."""
+    """The Shield of the model each call names: its `model=` argument, or what `pick(*args,
+    **kwargs)` returns."""
 
     def resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Shield:
         model = kwargs.get("model") if pick is None else pick(*args, **kwargs)
@@ -598,59 +688,84 @@ def _per_call(
                 "no model for this call: pass model=... to it, or decorate with "
                 "@shielded(model=...)"
             )
-        key = registry._state.keys.get(model)  # inline, `_key_for_call` when the key is new
-        if key is None:
-            key = registry._key_for_call(model)
-        else:
-            key.used = True
-        shield = key.pipelines.get(resolve)
-        return shield if shield is not None else key.pipeline(resolve, from_key)
+        return shield_of(model)
 
     return _Source(registry, resolve)
 
 
-class _FallbackRun:
-    """One call's walk down its model's fallbacks: yields (shield, kwargs) for each, telling
-    which model refused (`refused_by` the refusal of the last one) and which one comes next."""
+def _falls_back(shield: Shield, error: Exception) -> bool:
+    """Whether a call that ended in `error` through `shield` tries the next model: after a
+    refusal, or once retries gave up on a failure or a throttle; never after an error the
+    classifier ignores (a bad request would fail the same way on any model)."""
+    if isinstance(error, _REFUSALS):
+        return True
+    return shield.classifier.classify_error(error).outcome in _GAVE_UP_ON
 
-    __slots__ = ("_registry", "_resolve", "_on_event", "_error", "_args", "_kwargs", "_refusal")
+
+class _FallbackRun:
+    """One call's walk down its model's fallbacks, once the model (`shield.name`) failed with
+    `error`: yields (shield, kwargs) for each fallback, told of each one's failure in turn
+    (`failed`) and of the answer (`answered`)."""
+
+    __slots__ = ("_registry", "_shield_of", "_on_event", "_shield", "_error", "_kwargs",
+                 "_failure", "_tried", "_answering")  # fmt: skip
 
     def __init__(
         self,
         registry: Registry,
-        resolve: Resolve,
+        shield_of: Callable[[str], Shield],
         on_event: Listener | None,
-        error: ShieldError,
-        args: tuple[Any, ...],
+        shield: Shield,
+        error: Exception,
         kwargs: dict[str, Any],
     ) -> None:
         self._registry = registry
-        self._resolve = resolve
+        self._shield_of = shield_of
         self._on_event = on_event
+        self._shield = shield
         self._error = error
-        self._args = args
         self._kwargs = kwargs
-        self._refusal = error
+        self._failure: Exception = error
+        self._tried: list[str] = []
+        self._answering = ""
 
-    def refused_by(self, refusal: ShieldError) -> None:
-        self._refusal = refusal
+    def failed(self, failure: Exception) -> None:
+        self._failure = failure
 
     def __iter__(self) -> Iterator[tuple[Shield, dict[str, Any]]]:
-        refused = self._kwargs["model"]
-        key = self._registry._key_for_call(refused)
-        listener = self._on_event if self._on_event is not None else key.shield.on_event
-        tried = []
-        for fallback in key.policy.fallbacks:
-            refusal = self._refusal
-            if listener is not None:
-                emit(listener, Event(FALLBACK, refused, 0, refusal.retry_after, None, refusal,
-                                     fallback))  # fmt: skip
-            tried.append(f"{fallback} ({type(refusal).__name__} from {refused})")
-            kwargs = {**self._kwargs, "model": fallback}
-            yield self._resolve(self._args, kwargs), kwargs
-            refused = fallback
-        if tried:
-            add_note(self._error, f"rate-limit-shield: fallbacks tried: {', '.join(tried)}")
+        failed = self._shield.name
+        for fallback in self._key().policy.fallbacks:
+            failure = self._failure
+            self._emit(Event(FALLBACK, failed, 0, getattr(failure, "retry_after", None), None,
+                             failure, fallback))  # fmt: skip
+            self._tried.append(f"{fallback} ({type(failure).__name__} from {failed})")
+            self._answering = fallback
+            yield self._shield_of(fallback), {**self._kwargs, "model": fallback}
+            failed = fallback
+        if self._tried:
+            add_note(self._error, f"rate-limit-shield: fallbacks tried: {', '.join(self._tried)}")
+
+    def answered(self, result: T) -> T:
+        """`result`, from the fallback being tried: marked with the model that answered (where
+        it takes an attribute: set on the instance, so that a pydantic response does not
+        serialize it), and told to the listeners and the log."""
+        asked, answering = self._shield.name, self._answering
+        with contextlib.suppress(AttributeError, TypeError):
+            object.__setattr__(result, "answered_by", answering)
+        self._emit(Event(FELL_BACK, asked, 0, None, None, self._error, answering))
+        logger.info(
+            "rate_limit_shield: %s answered the call made for %s (fallbacks tried: %s)",
+            answering, asked, ", ".join(self._tried),
+        )  # fmt: skip
+        return result
+
+    def _key(self) -> Key:
+        return self._registry._key_for_call(self._shield.name)
+
+    def _emit(self, event: Event) -> None:
+        listener = self._on_event if self._on_event is not None else self._key().shield.on_event
+        if listener is not None:
+            emit(listener, event)
 
 
 def _kind(fn: Any) -> str:
@@ -680,15 +795,17 @@ def _wrapper(
         shield = source.shield if source.state is registry._state else source.find(args, kwargs)
         try:
             return shield.invoke(wrapped, args, kwargs)
-        except _FALLBACK_ERRORS as error:
-            if fallbacks is None:
+        except Exception as error:
+            if fallbacks is None or not _falls_back(shield, error):
                 raise
-            run = fallbacks(error, args, kwargs)
+            run = fallbacks(shield, error, kwargs)
             for fallback, fallback_kwargs in run:
                 try:
-                    return fallback.invoke(wrapped, args, fallback_kwargs)
-                except _FALLBACK_ERRORS as refusal:
-                    run.refused_by(refusal)
+                    return run.answered(fallback.invoke(wrapped, args, fallback_kwargs))
+                except Exception as failure:
+                    if not _falls_back(fallback, failure):
+                        raise
+                    run.failed(failure)
             raise
 
     async def asynchronous(
@@ -699,15 +816,17 @@ def _wrapper(
         shield = source.shield if source.state is registry._state else source.find(args, kwargs)
         try:
             return await shield.ainvoke(wrapped, args, kwargs)
-        except _FALLBACK_ERRORS as error:
-            if fallbacks is None:
+        except Exception as error:
+            if fallbacks is None or not _falls_back(shield, error):
                 raise
-            run = fallbacks(error, args, kwargs)
+            run = fallbacks(shield, error, kwargs)
             for fallback, fallback_kwargs in run:
                 try:
-                    return await fallback.ainvoke(wrapped, args, fallback_kwargs)
-                except _FALLBACK_ERRORS as refusal:
-                    run.refused_by(refusal)
+                    return run.answered(await fallback.ainvoke(wrapped, args, fallback_kwargs))
+                except Exception as failure:
+                    if not _falls_back(fallback, failure):
+                        raise
+                    run.failed(failure)
             raise
 
     def generator(

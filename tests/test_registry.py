@@ -645,24 +645,30 @@ def test_when_every_fallback_is_refused_the_original_error_is_raised_with_a_note
     assert notes[0].index("gpt-4o-mini") < notes[0].index("claude-3")
 
 
-def test_no_fallback_when_the_model_is_fixed_by_the_decorator(
+def test_a_model_fixed_by_the_decorator_falls_back_too(
     events: list[Event], refusal: tuple[Callable[[str, Provider], None], type], shielded_call: Any
 ) -> None:
     refuse, error_type = refusal
     provider = Provider()
     refuse("gpt-4o", provider)
-    with pytest.raises(error_type):
-        shielded_call(provider, model="gpt-4o")(model="gpt-4o")
-    assert set(provider.seen) <= {"gpt-4o"}
-    assert fallbacks_in(events) == []
+    assert shielded_call(provider, model="gpt-4o")(model="gpt-4o") == "answer from gpt-4o-mini"
+    assert fallbacks_in(events) == [("gpt-4o", "gpt-4o-mini")]
+    (event,) = (event for event in events if event.kind == FALLBACK)
+    assert isinstance(event.error, error_type)
 
 
-def test_no_fallback_for_the_functions_own_exception(
+class BadRequest(ValueError):
+    """A 400: the caller's fault, which any other model would refuse too."""
+
+    status_code = 400
+
+
+def test_no_fallback_for_an_error_the_classifier_ignores(
     events: list[Event], shielded_call: Any
 ) -> None:
     provider = Provider()
-    provider.errors["gpt-4o"] = ValueError("bad prompt")
-    with pytest.raises(ValueError, match="bad prompt"):
+    provider.errors["gpt-4o"] = BadRequest("bad prompt")
+    with pytest.raises(BadRequest, match="bad prompt"):
         shielded_call(provider)(model="gpt-4o")
     assert provider.seen == ["gpt-4o"]
     assert fallbacks_in(events) == []
