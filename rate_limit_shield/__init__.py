@@ -18,13 +18,12 @@ from .errors import (
     ShieldError,
 )
 from .events import Event
-from .limiter import Cost, Limit, Limiter, Reservation, TokenBucket
-from .llm import LLMClassifier, Quota, RateLimitInfo, estimate_cost, parse_retry_after, usage_of
+from .limiter import BucketView, Cost, Limit, Limiter, Reservation, TokenBucket
+from .llm import LLMClassifier, Quota, RateLimitInfo, estimate_cost, usage_of
 from .outcome import Classifier, DefaultClassifier, Outcome, Verdict
 from .policy import Policy
 from .registry import (
     Key,
-    LLMShield,
     Registry,
     add_listener,
     configure,
@@ -34,6 +33,7 @@ from .registry import (
     update,
 )
 from .retry import RetryBudget, RetryPolicy
+from .seed import LLMShield, parse_retry_after
 from .shield import Shield
 
 # Last: the decorators `breaker`, `bulkhead` and `retry` take the names of their modules.
@@ -91,6 +91,7 @@ __all__ = [
     "Limit",
     "Limiter",
     "TokenBucket",
+    "BucketView",
     "Reservation",
     "Cost",
     "CircuitBreaker",

@@ -26,7 +26,16 @@ from ._chains import Chains
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError, CostTooLarge, RateLimited
 
-__all__ = ["UNITS", "SETTLE_WITHIN", "Cost", "Limit", "Reservation", "Limiter", "TokenBucket"]
+__all__ = [
+    "UNITS",
+    "SETTLE_WITHIN",
+    "Cost",
+    "Limit",
+    "Reservation",
+    "Limiter",
+    "TokenBucket",
+    "BucketView",
+]
 
 UNITS = ("requests", "tokens", "input_tokens", "output_tokens")
 
@@ -751,3 +760,50 @@ class TokenBucket(Limiter):
             f"TokenBucket(capacity={self.capacity!r}, refill_rate={self.refill_rate!r}, "
             f"name={self.name!r})"
         )
+
+
+class BucketView:
+    """The seed's `TokenBucket` API over the requests limit of any limiter (the one of the
+    shortest window, such as a model key's requests per minute), for `Shield.bucket`.
+
+    It keeps no state: taking from it takes requests from the limiter, where every limit (and a
+    pause) must let them go. With no requests limit, requests are unlimited here.
+    """
+
+    __slots__ = ("limiter", "limit", "_index")
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
+        limits = limiter.limits
+        requests = [index for index, limit in enumerate(limits) if limit.unit == "requests"]
+        self._index = min(requests, key=lambda index: limits[index].per_seconds, default=None)
+        self.limit = None if self._index is None else limits[self._index]
+        """The limit this is a view of, or None."""
+
+    @property
+    def capacity(self) -> float:
+        """The configured burst size of the requests limit."""
+        return math.inf if self.limit is None else self.limit.capacity
+
+    @property
+    def refill_rate(self) -> float:
+        """The configured rate of the requests limit, in requests per second."""
+        return math.inf if self.limit is None else self.limit.rate
+
+    @property
+    def available(self) -> float:
+        """Requests the limit holds now (never below 0)."""
+        if self._index is None:
+            return math.inf
+        return max(0.0, self.limiter._tokens()[self._index])
+
+    def try_acquire(self, cost: float = 1) -> bool:
+        """Take `cost` requests now, or take nothing and return False. Never waits."""
+        return self.limiter.try_acquire({"requests": cost})
+
+    def wait_time(self, cost: float = 1) -> float:
+        """Seconds until `cost` requests could be taken (0.0 if now); reserves nothing."""
+        return self.limiter.wait_time({"requests": cost})
+
+    def __repr__(self) -> str:
+        return f"BucketView({self.limit}, name={self.limiter.name!r})"

@@ -20,8 +20,9 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
+from ._diagnostics import blocking, unreadable, unsettled
 from .breaker import CircuitBreaker, Permit
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock
@@ -32,12 +33,12 @@ from .events import (
     RETRY,
     SUCCEEDED,
     THROTTLED,
+    UNSETTLED,
     Event,
     Listener,
     emit,
-    logger,
 )
-from .limiter import Cost, Limiter, Reservation
+from .limiter import BucketView, Cost, Limiter, Reservation, TokenBucket
 from .outcome import SUCCESS, Classifier, DefaultClassifier, Outcome, Verdict
 from .retry import RetryBudget, RetryPolicy
 from .stream import (
@@ -114,6 +115,7 @@ class Shield:
         "_per_call",
         "_gated",
         "_remote",
+        "_bucket",
     )
 
     def __init__(
@@ -172,6 +174,7 @@ class Shield:
         self._gated = bucket is not None or breaker is not None
         # A limiter with async twins keeps its state remotely: the async driver awaits it.
         self._remote = bucket is not None and hasattr(bucket, "areserve")
+        self._bucket: TokenBucket | BucketView | None = None  # made on first use of `bucket`
 
     # Read-only: the drivers' shortcuts are decided from them once, in __init__.
 
@@ -181,9 +184,13 @@ class Shield:
         return self._limiter
 
     @property
-    def bucket(self) -> Limiter | None:
-        """The seed's name for the limiter."""
-        return self._limiter
+    def bucket(self) -> TokenBucket | BucketView | None:
+        """The seed's bucket: the limiter if it is a `TokenBucket`, else a view of its requests
+        limit with the same API (a model key's requests per minute); None without a limiter."""
+        if self._bucket is None and self._limiter is not None:
+            limiter = self._limiter
+            self._bucket = limiter if isinstance(limiter, TokenBucket) else BucketView(limiter)
+        return self._bucket
 
     @property
     def breaker(self) -> CircuitBreaker | None:
@@ -240,23 +247,57 @@ class Shield:
 
     # -- the two drivers -------------------------------------------------------------------
 
-    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Call `fn(*args, **kwargs)` through the shield, waiting by sleeping."""
-        return self.invoke(fn, args, kwargs)
+    # `tokens` cannot be typed between a ParamSpec's args and kwargs: a call giving it is typed
+    # by the first overload, whose arguments go unchecked; every other call by the second.
+    @overload
+    def call(self, fn: Callable[..., T], /, *args: Any, tokens: Cost, **kwargs: Any) -> T: ...
+    @overload
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+    def call(  # type: ignore[misc]  # `tokens` is never passed on to `fn`
+        self, fn: Callable[..., T], /, *args: Any, tokens: Cost | None = None, **kwargs: Any
+    ) -> T:
+        """Call `fn(*args, **kwargs)` through the shield, waiting by sleeping.
 
+        `tokens` (the seed's name) is the call's rate cost, in place of the shield's `cost`: a
+        number charged to every limit, or an amount by unit. It is not passed on to `fn`.
+        """
+        return self.invoke(fn, args, kwargs, tokens)
+
+    @overload
+    def acall(
+        self, fn: Callable[..., Awaitable[T]], /, *args: Any, tokens: Cost, **kwargs: Any
+    ) -> Coroutine[Any, Any, T]: ...
+    @overload
     def acall(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, T]: ...
+    def acall(  # type: ignore[misc]  # `tokens` is never passed on to `fn`
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        tokens: Cost | None = None,
+        **kwargs: Any,
     ) -> Coroutine[Any, Any, T]:
         """Await `fn(*args, **kwargs)` through the shield, waiting by awaiting.
 
-        With a `timeout`, each attempt is also cut off at the deadline.
+        With a `timeout`, each attempt is also cut off at the deadline. `tokens` is the call's
+        rate cost, as for `call`.
         """
-        return self.ainvoke(fn, args, kwargs)
+        return self.ainvoke(fn, args, kwargs, tokens)
 
-    def invoke(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    def invoke(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        tokens: Cost | None = None,
+    ) -> T:
         """`call` for wrappers that hold the arguments as a tuple and a dict already."""
         clock = self._clock
-        deadline, cost = self._start(args, kwargs) if self._per_call else _PLAIN
+        deadline, cost = (
+            self._start(args, kwargs, tokens) if self._per_call or tokens is not None else _PLAIN
+        )
         bulkhead = self._bulkhead
         breaker = self._breaker
         classify_result = self._classify_result
@@ -271,6 +312,7 @@ class Shield:
             )
             try:
                 if reservation is not None and reservation.delay > 0.0:
+                    blocking(fn, reservation.delay, "a rate permit")
                     ready = clock.monotonic() + reservation.delay
                     clock.sleep(reservation.delay)
                     while held := self._paused_past(ready, deadline):  # a 429 came meanwhile
@@ -290,8 +332,9 @@ class Shield:
                     if first is not END:
                         held = True
                         return self._hold(
-                            GuardedStream, result, first, permit, reservation, started, attempt
-                        )
+                            GuardedStream, result, first, permit, reservation, started, attempt,
+                            cost,
+                        )  # fmt: skip
             except Exception as exc:
                 error = exc
                 verdict = self._classifier.classify_error(exc)
@@ -313,7 +356,7 @@ class Shield:
                     if guide is not None and kind not in guide.skip:
                         self._learn(_SUCCESS, result)
                     if reservation is not None or attempt > 1:
-                        self._after_success(reservation, result, attempt)
+                        self._after_success(reservation, result, attempt, cost)
                     return result
             finally:
                 if bulkhead is not None and not held:
@@ -327,14 +370,21 @@ class Shield:
                     return result
                 raise error
             if delay > 0.0:
+                blocking(fn, delay, "the delay before a retry")
                 clock.sleep(delay)
 
     async def ainvoke(
-        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        tokens: Cost | None = None,
     ) -> T:
         """`acall` for wrappers that hold the arguments as a tuple and a dict already."""
         clock = self._clock
-        deadline, cost = self._start(args, kwargs) if self._per_call else _PLAIN
+        deadline, cost = (
+            self._start(args, kwargs, tokens) if self._per_call or tokens is not None else _PLAIN
+        )
         bulkhead = self._bulkhead
         breaker = self._breaker
         classify_result = self._classify_result
@@ -376,8 +426,9 @@ class Shield:
                     if first is not END:
                         held = True
                         return self._hold(
-                            GuardedAsyncStream, result, first, permit, reservation, started, attempt
-                        )
+                            GuardedAsyncStream, result, first, permit, reservation, started,
+                            attempt, cost,
+                        )  # fmt: skip
             except _CutOff as cut:  # by the deadline: no evidence against the provider
                 self._interrupted(permit)
                 raise self._cut_off(cut.error, attempt)  # noqa: B904 - asyncio chained it
@@ -402,7 +453,7 @@ class Shield:
                     if guide is not None and kind not in guide.skip:
                         self._learn(_SUCCESS, result)
                     if reservation is not None or attempt > 1:
-                        self._after_success(reservation, result, attempt)
+                        self._after_success(reservation, result, attempt, cost)
                     return result
             finally:
                 if bulkhead is not None and not held:
@@ -420,9 +471,15 @@ class Shield:
 
     # -- the decisions both drivers share --------------------------------------------------
 
-    def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float, Cost]:
+    def _start(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], tokens: Cost | None
+    ) -> tuple[float, Cost]:
+        """The call's deadline and cost (`tokens` if given); counts the call for the budget."""
         deadline = math.inf if self._timeout is None else self._clock.monotonic() + self._timeout
-        cost = 1 if self._cost is None else self._cost(*args, **kwargs)
+        if tokens is not None:
+            cost = tokens
+        else:
+            cost = 1 if self._cost is None else self._cost(*args, **kwargs)
         if self._budget is not None:
             self._budget.record_call()
         return deadline, cost
@@ -569,6 +626,7 @@ class Shield:
         reservation: Reservation | None,
         started: float,
         attempt: int,
+        cost: Cost,
     ) -> T:
         """Hand a stream that delivered its first item to a guard holding the permit and slot.
 
@@ -582,7 +640,7 @@ class Shield:
         usage = self._usage_of if reservation is not None and self._usage is not None else None
 
         def on_end(error: BaseException | None, last: Any) -> BaseException | None:
-            return self._end_stream(permit, reservation, attempt, duration, error, last)
+            return self._end_stream(permit, reservation, attempt, cost, duration, error, last)
 
         def track(so_far: Cost | None, item: Any) -> Cost | None:
             assert usage is not None
@@ -600,6 +658,7 @@ class Shield:
         permit: Permit | None,
         reservation: Reservation | None,
         attempt: int,
+        cost: Cost,
         duration: float,
         error: BaseException | None,
         last: Any,
@@ -613,7 +672,7 @@ class Shield:
             if permit is not None and breaker is not None:
                 breaker.record(permit, _SUCCESS, duration)
             if reservation is not None and self._usage is not None:
-                self._settle(reservation, last)  # what `track` folded from the items
+                self._settled(reservation, last, cost, attempt)  # what `track` folded
             if attempt > 1:
                 self._emit(SUCCEEDED, attempt, None, _SUCCESS, None)
             return None
@@ -634,10 +693,12 @@ class Shield:
         """How long the call took, when the breaker cares (slow calls); 0.0 otherwise."""
         return self._clock.monotonic() - started if self._timed else 0.0
 
-    def _after_success(self, reservation: Reservation | None, result: Any, attempt: int) -> None:
+    def _after_success(
+        self, reservation: Reservation | None, result: Any, attempt: int, cost: Cost
+    ) -> None:
         """Settle the rate reservation from the result's usage; tell of a success after retries."""
         if self._usage is not None and reservation is not None:
-            self._settle(reservation, self._usage_of(result))
+            self._settled(reservation, self._usage_of(result), cost, attempt)
         if attempt > 1:
             self._emit(SUCCEEDED, attempt, None, _SUCCESS, None)
 
@@ -648,7 +709,7 @@ class Shield:
         try:
             return self._usage(subject)
         except Exception:
-            _warn_once(self.name, "usage", subject)
+            unreadable(self.name, "usage", subject)
             return None
 
     def _learn(self, outcome: Outcome, subject: Any) -> None:
@@ -657,7 +718,17 @@ class Shield:
             try:
                 self._guide(outcome, subject)
             except Exception:
-                _warn_once(self.name, "rate-limit headers", subject)
+                unreadable(self.name, "rate-limit headers", subject)
+
+    def _settled(
+        self, reservation: Reservation, actual: Cost | None, cost: Cost, attempt: int
+    ) -> None:
+        """Settle a success at what it reports it cost; with no report, its estimate stays
+        charged: tell once per key whose calls reserve tokens (see `unsettled`)."""
+        if actual is not None:
+            self._settle(reservation, actual)
+        elif self._limiter is not None and unsettled(self.name, self._limiter.limits, cost):
+            self._emit(UNSETTLED, attempt, None, _SUCCESS, None)
 
     def _settle(self, reservation: Reservation, actual: Cost | None) -> None:
         if actual is not None and self._limiter is not None:
@@ -781,23 +852,3 @@ class Shield:
             f"breaker={self._breaker!r}, retry={self._retry!r}, bulkhead={self._bulkhead!r})"
         )
 
-
-_WARNED: set[tuple[str, str, type]] = set()
-_WARNED_MAX = 1024  # keys, readings and classes told of; past it, the rest are told each time
-
-
-def _warn_once(key: str, reading: str, subject: object) -> None:
-    """Log, once per key, reading and class, that reading a result failed (with the error)."""
-    told = (key, reading, type(subject))
-    if told in _WARNED:
-        return
-    if len(_WARNED) < _WARNED_MAX:
-        _WARNED.add(told)
-    logger.warning(
-        "rate_limit_shield: [%s] could not read the %s of a %s; the call's result is returned "
-        "as it is and the reserved estimate is kept",
-        key or "?",
-        reading,
-        type(subject).__name__,
-        exc_info=True,
-    )

@@ -1,5 +1,5 @@
 """Registry: resolution, per-model state, configure, fallbacks, snapshots, TOML files and the
-environment variable, the seed's LLMShield, `testing.isolated` and the `shield_clock` fixture."""
+environment variable, `testing.isolated` and the `shield_clock` fixture."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from rate_limit_shield.errors import (
 )
 from rate_limit_shield.events import FALLBACK, Event
 from rate_limit_shield.policy import Policy
-from rate_limit_shield.registry import Key, LLMShield, Registry
+from rate_limit_shield.registry import Key, Registry
 from rate_limit_shield.testing import FakeClock, isolated
 
 ENV = "RATE_LIMIT_SHIELD_CONFIG"
@@ -869,44 +869,6 @@ def test_bad_environment_file_raises_config_error_naming_the_variable(
     assert ENV in str(excinfo.value)
     assert str(path) in str(excinfo.value)
     assert registry.policies == {}
-
-
-# -- LLMShield (the seed's API) ------------------------------------------------------------------
-
-
-def make_llm_shield(clock: FakeClock) -> LLMShield:
-    return LLMShield(rpm_limits={"gpt-4o": 2}, tpm_limits={"gpt-4o": 1000}, clock=clock)
-
-
-def test_llm_shield_gives_the_same_shield_for_a_model_every_time() -> None:
-    shields = make_llm_shield(FakeClock())
-    shield = shields.shield_for("gpt-4o")
-    assert shields.shield_for("gpt-4o") is shield
-    assert shields.shield_for("claude-3") is not shield
-
-
-def test_llm_shield_limiter_has_the_rpm_and_tpm_limits() -> None:
-    limiter = make_llm_shield(FakeClock()).shield_for("gpt-4o").limiter
-    assert limiter.limits == (rls.Limit(2, 60), rls.Limit(1000, 60, unit="tokens"))
-
-
-def test_llm_shield_third_call_within_a_minute_waits_on_the_clock() -> None:
-    clock = FakeClock()
-    shield = make_llm_shield(clock).shield_for("gpt-4o")
-    assert [shield.call(lambda n: n, n) for n in range(2)] == [0, 1]
-    assert clock.sleeps == []
-    assert shield.call(lambda: "third") == "third"
-    assert clock.sleeps == [pytest.approx(30.0)]
-
-
-def test_llm_shield_state_snapshot_lists_the_models_used() -> None:
-    shields = make_llm_shield(FakeClock())
-    assert shields.state_snapshot() == {}
-    shields.shield_for("gpt-4o").call(lambda: None)
-    shields.shield_for("claude-3")
-    snapshot = shields.state_snapshot()
-    assert set(snapshot) == {"gpt-4o", "claude-3"}
-    assert snapshot["gpt-4o"]["limiter"]["levels"]["2/60s requests"] == 1.0
 
 
 # -- testing.isolated and the shield_clock fixture -----------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import warnings
 
 import freezegun
 import pytest
@@ -13,7 +14,15 @@ from hypothesis import strategies as st
 from rate_limit_shield.breaker import CircuitBreaker, State
 from rate_limit_shield.bulkhead import Bulkhead
 from rate_limit_shield.errors import BulkheadFull, CircuitOpen, QuotaExhausted, RateLimited
-from rate_limit_shield.events import GAVE_UP, REJECTED, RETRY, SUCCEEDED, THROTTLED, Event
+from rate_limit_shield.events import (
+    GAVE_UP,
+    REJECTED,
+    RETRY,
+    SUCCEEDED,
+    THROTTLED,
+    UNSETTLED,
+    Event,
+)
 from rate_limit_shield.limiter import Limit, Limiter, TokenBucket
 from rate_limit_shield.outcome import DefaultClassifier, Outcome, Verdict
 from rate_limit_shield.retry import RetryBudget, RetryPolicy
@@ -827,3 +836,206 @@ def test_a_refused_attempt_gives_back_its_token_estimate_a_failed_one_keeps_it(
         "60/60s requests": pytest.approx(59),
         "1000/60s tokens": pytest.approx(tokens_left),
     }
+
+
+# -- the seed's bucket and tokens ----------------------------------------------------------------
+
+
+def test_bucket_of_a_limiter_is_a_view_of_its_shortest_requests_limit(clock):
+    limiter = Limiter(
+        [Limit(1000, 86400), Limit(4000, 60, "tokens"), Limit(10, 60)], clock=clock
+    )
+    shield = Shield(limiter, clock=clock)
+    bucket = shield.bucket
+    assert bucket is shield.bucket
+    assert (bucket.capacity, bucket.refill_rate, bucket.available) == (10, pytest.approx(1 / 6), 10)
+    shield.call(lambda: None, tokens={"requests": 1, "tokens": 3000})
+    assert bucket.available == pytest.approx(9)
+    assert not bucket.try_acquire(10)
+    assert bucket.wait_time(10) == pytest.approx(6.0)
+    assert bucket.try_acquire(9)
+    assert limiter.levels()["1000/86400s requests"] == pytest.approx(990)
+
+
+def test_bucket_without_a_requests_limit_holds_every_request(clock):
+    bucket = Shield(Limiter([Limit(100, 60, "tokens")], clock=clock)).bucket
+    assert (bucket.capacity, bucket.available) == (math.inf, math.inf)
+    assert bucket.try_acquire(1_000_000)
+    assert Shield().bucket is None
+
+
+def test_tokens_replaces_the_cost_function_and_is_not_passed_on(clock):
+    limiter = Limiter([Limit(1000, 60, "tokens")], clock=clock)
+    shield = make(clock, bucket=limiter, cost=lambda **kwargs: {"tokens": 10})
+    assert shield.call(lambda **kwargs: kwargs, prompt="p", tokens={"tokens": 300}) == {
+        "prompt": "p"
+    }
+    assert limiter.available == pytest.approx(700)
+    shield.call(lambda **kwargs: kwargs, prompt="p")
+    assert limiter.available == pytest.approx(690)
+
+
+# -- token estimates that no result settles --------------------------------------------------------
+
+PROMPT = [{"role": "user", "content": "Summarize this."}]
+
+
+def unsettled_shield(clock, name, limits, events, **kwargs):
+    """A key of token limits estimating each call's tokens, as a registry's key does."""
+    from rate_limit_shield.llm import estimate_cost, usage_of
+
+    limiter = Limiter(limits, clock=clock, name=name)
+    return Shield(
+        limiter, clock=clock, name=name, cost=estimate_cost, usage=usage_of,
+        on_event=events.append, **kwargs,
+    )  # fmt: skip
+
+
+def warnings_of(caplog) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "rate_limit_shield" and record.levelname == "WARNING"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rpm", "said"),
+    [
+        (50, "otpm 8000 at 512 output tokens a call allows 15.6 calls/min, below rpm 50"),
+        (10, "otpm 8000 at 512 output tokens a call allows 15.6 calls/min, not below rpm 10"),
+    ],
+)
+def test_estimates_no_result_settles_are_told_once_per_key(clock, caplog, rpm, said):
+    events: list[Event] = []
+    name = f"claude-unsettled-{rpm}"
+    limits = [Limit(rpm, 60), Limit(8000, 60, "output_tokens")]
+    shield = unsettled_shield(clock, name, limits, events)
+    for _ in range(3):
+        assert shield.call(lambda **kwargs: "a summary", messages=PROMPT) == "a summary"
+    assert events == [Event(UNSETTLED, name, 1, None, Outcome.SUCCESS)]
+    [message] = warnings_of(caplog)
+    assert name in message and said in message
+    for fix in ("usage", "max_tokens=", "cost="):
+        assert fix in message
+    # Told once per key: another pipeline of the same key says nothing more.
+    unsettled_shield(clock, name, limits, events).call(lambda **kwargs: "", messages=PROMPT)
+    assert len(events) == 1 and len(warnings_of(caplog)) == 1
+
+
+def test_a_key_of_a_registry_tells_of_the_quickstarts_claude_policy(caplog):
+    from rate_limit_shield.registry import Registry
+
+    events: list[Event] = []
+    registry = Registry()
+    registry.configure(
+        {"claude-*": {"rpm": 50, "otpm": 8000}}, clock=FakeClock(), on_event=events.append
+    )
+    shield = registry.key("claude-unsettled-registry").shield
+    shield.call(lambda **kwargs: "text", messages=PROMPT, model="claude-unsettled-registry")
+    assert [event.kind for event in events] == [UNSETTLED]
+    [message] = warnings_of(caplog)
+    assert "[claude-unsettled-registry]" in message
+    assert "otpm 8000 at 512 output tokens a call allows 15.6 calls/min, below rpm 50" in message
+
+
+def test_a_stream_with_no_usage_is_told_of_too(clock, caplog):
+    events: list[Event] = []
+    name = "claude-unsettled-stream"
+    shield = unsettled_shield(clock, name, [Limit(8000, 60, "output_tokens")], events)
+
+    def stream(**kwargs: object):
+        yield from ("a", "summary")
+
+    assert list(shield.call(stream, messages=PROMPT)) == ["a", "summary"]
+    assert [event.kind for event in events] == [UNSETTLED]
+    [message] = warnings_of(caplog)
+    assert "otpm 8000 at 512 output tokens a call allows 15.6 calls/min." in message
+
+
+def test_results_with_usage_or_calls_of_no_tokens_are_not_told_of(clock, caplog):
+    events: list[Event] = []
+    name = "claude-settled"
+    limits = [Limit(50, 60), Limit(8000, 60, "output_tokens")]
+    shield = unsettled_shield(clock, name, limits, events)
+    answer = {"usage": {"input_tokens": 10, "output_tokens": 20}}
+    assert shield.call(lambda **kwargs: answer, messages=PROMPT) is answer
+    assert shield.call(lambda text: text, "no prompt argument: no tokens estimated") != ""
+    assert events == [] and warnings_of(caplog) == []
+    # Neither spent the key's one warning.
+    shield.call(lambda **kwargs: "text", messages=PROMPT)
+    assert [event.kind for event in events] == [UNSETTLED]
+
+
+def test_keys_without_token_limits_are_never_told_of(caplog):
+    from rate_limit_shield.registry import Registry
+
+    events: list[Event] = []
+    registry = Registry()
+    registry.configure({"gpt-*": {"rpm": 50}}, clock=FakeClock(), on_event=events.append)
+    registry.key("gpt-unsettled").shield.call(lambda **kwargs: "text", messages=PROMPT)
+    assert events == [] and warnings_of(caplog) == []
+
+
+# -- a sync call that would block a running event loop ---------------------------------------------
+
+
+def blocked_in_a_loop(call) -> list[warnings.WarningMessage]:
+    """Run `call()` inside a running event loop; returns the warnings it gave."""
+
+    async def main() -> None:
+        call()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(main())
+    return [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def summarize_in_a_loop() -> str:
+    return "summary"
+
+
+def test_a_sync_call_waiting_for_a_permit_in_a_running_loop_warns_once(clock):
+    shield = Shield(TokenBucket(1, 1, clock=clock), clock=clock)
+    assert blocked_in_a_loop(lambda: shield.call(summarize_in_a_loop)) == []  # no wait
+    [warning] = blocked_in_a_loop(lambda: shield.call(summarize_in_a_loop))
+    message = str(warning.message)
+    assert "summarize_in_a_loop" in message and "a rate permit" in message
+    assert "async def" in message and "acall" in message
+    assert warning.filename == __file__  # the line that made the call
+    assert blocked_in_a_loop(lambda: shield.call(summarize_in_a_loop)) == []  # once
+    assert clock.sleeps == [pytest.approx(1.0), pytest.approx(1.0)]
+
+
+def test_a_sync_retry_delay_in_a_running_loop_warns(clock):
+    flaky = Flaky(1)
+    [warning] = blocked_in_a_loop(lambda: make(clock).call(flaky))
+    assert "Flaky" in str(warning.message) and "retry" in str(warning.message)
+    assert clock.sleeps == [1.0]
+
+
+def test_a_decorated_sync_function_warns_at_its_callers_line(clock):
+    import rate_limit_shield as rls
+    from rate_limit_shield.registry import Registry
+
+    registry = Registry()
+    registry.configure({"loop-model": {"rpm": 1, "retry": None}}, clock=clock)
+
+    @rls.shielded(model="loop-model", registry=registry)
+    def decorated() -> str:
+        return "ok"
+
+    decorated()
+    [warning] = blocked_in_a_loop(lambda: decorated())
+    assert warning.filename == __file__
+    assert "decorated" in str(warning.message)
+
+
+def test_sync_waits_outside_an_event_loop_do_not_warn(clock):
+    shield = make(clock, bucket=TokenBucket(1, 1, clock=clock))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shield.call(Flaky(1))
+        shield.call(Flaky(0))
+    assert clock.sleeps == [1.0, pytest.approx(1.0)]

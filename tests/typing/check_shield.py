@@ -19,6 +19,8 @@ async def check() -> None:
     shield = Shield()
     assert_type(shield.call(complete, "hi", max_tokens=3), str)
     assert_type(await shield.acall(acomplete, "hi"), list[str])
+    assert_type(shield.call(complete, "hi", tokens=2.0), str)
+    assert_type(await shield.acall(acomplete, "hi", tokens={"requests": 1}), list[str])
     assert_type(TokenBucket(10, 1).try_acquire(), bool)
     assert_type(CircuitBreaker().state, State)
 
@@ -27,6 +29,6 @@ def check_arguments_are_checked() -> None:
     shield = Shield()
     # Each ignore below is needed: with --strict an unneeded one is an error, so these lines
     # prove that wrong arguments to the wrapped function are caught through the shield.
-    shield.call(complete, 42)  # type: ignore[arg-type]
+    shield.call(complete, 42)  # type: ignore[call-overload]
     shield.call(complete, "hi", max_tokens="3")  # type: ignore[arg-type]
     shield.call(complete, "hi", temperature=0.2)  # type: ignore[call-arg]
