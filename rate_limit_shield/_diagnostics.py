@@ -53,7 +53,7 @@ def unsettled(key: str, limits: Iterable[Limit], cost: Cost) -> bool:
     """A call charged `cost` succeeded with no usage to settle it by: log, once per key whose
     calls reserve tokens, which limit binds at that estimate and how to settle it. True when
     this call is the one told of (the shield then emits its event)."""
-    if ("unsettled", key) in _TOLD:
+    if ("unsettled", key) in _TOLD or not _takes_tokens(cost):
         return False
     binding = _binding_at(tuple(limits), cost)
     if binding is None or not _first_time("unsettled", key):
@@ -67,6 +67,13 @@ def unsettled(key: str, limits: Iterable[Limit], cost: Cost) -> bool:
         binding,
     )
     return True
+
+
+def _takes_tokens(cost: Cost) -> bool:
+    """Whether `cost` takes any tokens: cheap, since calls that take none are told of nothing."""
+    if type(cost) is dict or isinstance(cost, Mapping):
+        return bool(cost.get("output_tokens") or cost.get("input_tokens") or cost.get("tokens"))
+    return bool(cost)
 
 
 def _binding_at(limits: tuple[Limit, ...], cost: Cost) -> str | None:

@@ -116,6 +116,7 @@ class Shield:
         "_gated",
         "_remote",
         "_bucket",
+        "_token_limited",
     )
 
     def __init__(
@@ -175,6 +176,9 @@ class Shield:
         # A limiter with async twins keeps its state remotely: the async driver awaits it.
         self._remote = bucket is not None and hasattr(bucket, "areserve")
         self._bucket: TokenBucket | BucketView | None = None  # made on first use of `bucket`
+        self._token_limited = bucket is not None and any(
+            limit.unit != "requests" for limit in bucket.limits
+        )
 
     # Read-only: the drivers' shortcuts are decided from them once, in __init__.
 
@@ -727,7 +731,11 @@ class Shield:
         charged: tell once per key whose calls reserve tokens (see `unsettled`)."""
         if actual is not None:
             self._settle(reservation, actual)
-        elif self._limiter is not None and unsettled(self.name, self._limiter.limits, cost):
+        elif (
+            self._token_limited
+            and self._limiter is not None
+            and unsettled(self.name, self._limiter.limits, cost)
+        ):
             self._emit(UNSETTLED, attempt, None, _SUCCESS, None)
 
     def _settle(self, reservation: Reservation, actual: Cost | None) -> None:
