@@ -39,7 +39,6 @@ __all__ = [
     "CONFIG_ENV",
     "Key",
     "Registry",
-    "LLMShield",
     "default_registry",
     "configure",
     "configure_from_file",
@@ -571,39 +570,3 @@ update = _registry.update
 add_listener = _registry.add_listener
 remove_listener = _registry.remove_listener
 snapshot = _registry.snapshot
-
-
-class LLMShield:
-    """The seed's API: a shield per model from requests-per-minute and tokens-per-minute maps.
-
-    Built on its own `Registry`; model names may be glob patterns, and ``"default"`` applies to
-    every other model.
-    """
-
-    def __init__(
-        self,
-        rpm_limits: Mapping[str, float] | None = None,
-        tpm_limits: Mapping[str, float] | None = None,
-        *,
-        clock: Clock | None = None,
-        strict: bool = False,
-    ) -> None:
-        rpm_limits = dict(rpm_limits or {})
-        tpm_limits = dict(tpm_limits or {})
-        policies: dict[str, dict[str, float]] = {}
-        for model in [*rpm_limits, *tpm_limits]:
-            policy = policies.setdefault(model, {})
-            if model in rpm_limits:
-                policy["rpm"] = rpm_limits[model]
-            if model in tpm_limits:
-                policy["tpm"] = tpm_limits[model]
-        self.registry = Registry()
-        self.registry.configure(policies, clock=clock, strict=strict)
-
-    def shield_for(self, model: str) -> Shield:
-        """The live shield of `model`, the same object on every call."""
-        return self.registry.key(model).shield
-
-    def state_snapshot(self) -> dict[str, dict[str, object]]:
-        """Per model used so far: rate levels, breaker state and counts, bulkhead, budget."""
-        return self.registry.snapshot()
