@@ -1015,6 +1015,8 @@ def provider() -> Provider:
 
 
 @each_stream_kind
+# Sync streams driven from the async harness, on a FakeClock: the retry delay blocks nothing.
+@pytest.mark.filterwarnings("ignore:rate_limit_shield. the sync call:RuntimeWarning")
 def test_stream_failing_before_its_first_item_is_retried(
     provider: Provider, kind: StreamKind
 ) -> None:
