@@ -16,7 +16,7 @@ import anthropic
 import openai
 import pytest
 
-from rate_limit_shield.fake_provider import FakeProvider, _go_duration
+from rate_limit_shield.testing.provider.server import FakeProvider, _go_duration
 from rate_limit_shield.testing import FakeClock
 
 OPENAI = FakeProvider.OPENAI_PATH

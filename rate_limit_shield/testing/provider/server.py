@@ -24,7 +24,7 @@ from socketserver import TCPServer
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from .clock import SYSTEM_CLOCK, Clock
+from ...clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["FakeProvider"]
 

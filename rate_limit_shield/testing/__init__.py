@@ -11,14 +11,14 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .fake_provider import FakeProvider
+    from .provider import FakeProvider
 
 __all__ = ["FakeClock", "isolated", "FakeProvider"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "FakeProvider":  # an HTTP server: imported only by the tests that use one
-        from .fake_provider import FakeProvider
+        from .provider import FakeProvider
 
         return FakeProvider
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -80,7 +80,7 @@ def isolated(clock: FakeClock | None = None) -> Iterator[FakeClock]:
     validated). At the end, what `configure` (and `max_keys`) did inside is undone and the state
     from before the block, with its backend, comes back. Yields the clock, to advance or inspect.
     """
-    from .registry import default_registry
+    from ..registry import default_registry
 
     clock = clock if clock is not None else FakeClock()
     registry = default_registry()
