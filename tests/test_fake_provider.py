@@ -16,8 +16,8 @@ import anthropic
 import openai
 import pytest
 
-from rate_limit_shield.testing.provider.server import FakeProvider, _go_duration
 from rate_limit_shield.testing import FakeClock
+from rate_limit_shield.testing.provider.server import FakeProvider, _go_duration
 
 OPENAI = FakeProvider.OPENAI_PATH
 ANTHROPIC = FakeProvider.ANTHROPIC_PATH
