@@ -9,7 +9,8 @@ installed. The taxonomy, strongest signal first:
 - FATAL (`QuotaExhausted` raised at once): a quota or spend code in the body (OpenAI
   `insufficient_quota`, Anthropic `billing_error` and spend-limit codes, a 400 saying the credit
   balance is too low), a Gemini per-day quota, HTTP 402.
-- a Bedrock (botocore) error code: throttling codes THROTTLED, service and model faults FAILURE.
+- a Bedrock (botocore) error code, also in the lower camel case of its event streams: throttling
+  codes THROTTLED, service and model faults FAILURE, validation and access errors IGNORED.
 - the HTTP status: 429 THROTTLED; 408, 409, 425 and 5xx (Anthropic's 529 included) FAILURE, as
   the SDKs retry them; any other 4xx IGNORED.
 - an error body without a status, or inside a stream (Anthropic raises those with the stream's
@@ -103,7 +104,9 @@ _BODY_OUTCOMES: dict[str, Outcome] = {
         _IGNORED,
     ),
 }
-# botocore `ClientError.response["Error"]["Code"]`; other codes go by their HTTP status.
+# botocore `ClientError.response["Error"]["Code"]`, whose event-stream errors (`EventStreamError`,
+# raised mid-stream with no HTTP status) name the stream's member in lower camel case
+# (`throttlingException`): read with a capital first letter. Other codes go by their HTTP status.
 _AWS_OUTCOMES: dict[str, Outcome] = {
     **dict.fromkeys(
         (
@@ -131,6 +134,9 @@ _AWS_OUTCOMES: dict[str, Outcome] = {
             "RequestTimeoutException",
         ),
         _FAILURE,
+    ),
+    **dict.fromkeys(
+        ("ValidationException", "AccessDeniedException", "ResourceNotFoundException"), _IGNORED
     ),
 }
 # Timeouts and lost connections, by the class names the HTTP stacks give them (any class in the
@@ -414,8 +420,9 @@ def _codes_and_messages(error: object) -> tuple[set[str], list[str]]:
 
 
 def _aws_code(error: object) -> str | None:
+    """botocore's error code, with a capital first letter (see `_AWS_OUTCOMES`)."""
     code = _item(_attr(error, "response"), "Error", "Code")
-    return code if isinstance(code, str) else None
+    return code[:1].upper() + code[1:] if isinstance(code, str) else None
 
 
 def _google_details(error: object) -> list[Mapping[Any, Any]]:
