@@ -16,8 +16,8 @@ import anthropic
 import openai
 import pytest
 
-from rate_limit_shield.testing import FakeClock
-from rate_limit_shield.testing.provider.server import FakeProvider, _go_duration
+from rate_limit_shield.testing import FakeClock, FakeProvider
+from rate_limit_shield.testing.provider.wire import go_duration
 
 OPENAI = FakeProvider.OPENAI_PATH
 ANTHROPIC = FakeProvider.ANTHROPIC_PATH
@@ -205,7 +205,7 @@ def test_prompt_tokens_follow_the_fixed_rule(
      (360, "6m0s"), (179.56, "2m59.56s"), (3600, "1h0m0s")],
 )  # fmt: skip
 def test_reset_durations_are_written_as_go_durations(seconds: float, text: str) -> None:
-    assert _go_duration(seconds) == text
+    assert go_duration(seconds) == text
 
 
 # --- buckets --------------------------------------------------------------------------------

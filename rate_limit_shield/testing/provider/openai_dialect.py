@@ -1,0 +1,156 @@
+"""OpenAI's dialect of the fake provider: `/v1/chat/completions`, its request fields, error
+bodies, `x-ratelimit-*` headers and SSE chunks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .buckets import Bucket
+from .wire import (
+    CONTEXT_WINDOW,
+    GARBAGE,
+    OUTAGE_MESSAGES,
+    Completion,
+    Headers,
+    Request,
+    dumps,
+    go_duration,
+    messages_of,
+    model_of,
+    number,
+    positive_int,
+    prompt_tokens,
+    stream_parts,
+)
+
+__all__ = ["PATH", "OpenAI"]
+
+PATH = "/v1/chat/completions"
+_QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. "
+    "For more information on this error, read the docs: "
+    "https://platform.openai.com/docs/guides/error-codes/api-errors."
+)
+
+
+class OpenAI:
+    """OpenAI's dialect: request fields, error bodies, `x-ratelimit-*` headers, SSE chunks."""
+
+    path = PATH
+    request_id_header = "x-request-id"
+
+    def read(self, body: dict[str, Any]) -> Request:
+        model = model_of(body)
+        messages = messages_of(body)
+        max_tokens = positive_int(body, "max_completion_tokens") or positive_int(
+            body, "max_tokens"
+        )
+        options = body.get("stream_options")
+        return Request(
+            model=model,
+            prompt_tokens=prompt_tokens(messages),
+            max_tokens=max_tokens,
+            choices=positive_int(body, "n") or 1,
+            stream=body.get("stream") is True,
+            include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+        )
+
+    def error(
+        self, kind: str, message: str, *, param: str | None = None, code: str | None = None
+    ) -> bytes:
+        return dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+    def bad_request(self, message: str, param: str | None) -> bytes:
+        return self.error("invalid_request_error", message, param=param)
+
+    def outage(self, status: int) -> bytes:
+        return self.error("server_error", OUTAGE_MESSAGES.get(status, "Server error."))
+
+    def quota_gone(self) -> tuple[int, bytes]:
+        return 429, self.error("insufficient_quota", _QUOTA_MESSAGE, code="insufficient_quota")
+
+    def context_too_long(self, tokens: int) -> bytes:
+        message = (
+            f"This model's maximum context length is {CONTEXT_WINDOW} tokens. However, your "
+            f"messages resulted in {tokens} tokens. Please reduce the length of the messages."
+        )
+        return self.error(
+            "invalid_request_error", message, param="messages", code="context_length_exceeded"
+        )
+
+    def throttled(self, unit: str, message: str) -> bytes:
+        kind = "requests" if unit == "requests" else "tokens"
+        return self.error(kind, message, code="rate_limit_exceeded")
+
+    def limit_headers(self, buckets: dict[str, Bucket], wall: float) -> Headers:
+        headers: Headers = []
+        for unit in ("requests", "tokens"):
+            bucket = buckets.get(unit)
+            if bucket is not None:
+                headers += [
+                    (f"x-ratelimit-limit-{unit}", number(bucket.capacity)),
+                    (f"x-ratelimit-remaining-{unit}", bucket.remaining()),
+                    (f"x-ratelimit-reset-{unit}", go_duration(bucket.until_full())),
+                ]
+        return headers
+
+    def garbage_headers(self) -> Headers:
+        return [
+            (f"x-ratelimit-{field}-{unit}", GARBAGE[field])
+            for unit in ("requests", "tokens")
+            for field in ("limit", "remaining", "reset")
+        ]
+
+    def _usage(self, answer: Completion) -> dict[str, int]:
+        prompt = answer.request.prompt_tokens
+        completion = len(answer.words) * answer.request.choices
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def completion(self, answer: Completion) -> bytes:
+        message = {"role": "assistant", "content": "".join(answer.words)}
+        finish = "length" if answer.cut else "stop"
+        return dumps(
+            {
+                "id": f"chatcmpl-{answer.ident}",
+                "object": "chat.completion",
+                "created": answer.created,
+                "model": answer.request.model,
+                "choices": [
+                    {"index": i, "message": message, "logprobs": None, "finish_reason": finish}
+                    for i in range(answer.request.choices)
+                ],
+                "usage": self._usage(answer),
+            }
+        )
+
+    def stream(self, answer: Completion, *, broken: bool) -> list[bytes]:
+        request = answer.request
+        head: dict[str, Any] = {
+            "id": f"chatcmpl-{answer.ident}",
+            "object": "chat.completion.chunk",
+            "created": answer.created,
+            "model": request.model,
+        }
+        if request.include_usage:
+            head["usage"] = None  # as OpenAI does on every chunk but the last
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            return b"data: " + dumps({**head, "choices": choices, **extra}) + b"\n\n"
+
+        def delta(index: int, content: dict[str, str], finish: str | None = None) -> bytes:
+            return chunk([{"index": index, "delta": content, "finish_reason": finish}])
+
+        roles = [delta(i, {"role": "assistant", "content": ""}) for i in range(request.choices)]
+        if broken:
+            return [roles[0] + b"data: " + self.outage(500) + b"\n\n"]
+        tokens: list[bytes] = []
+        for index in range(request.choices):
+            words = [delta(index, {"content": word}) for word in answer.words]
+            words[-1] += delta(index, {}, "length" if answer.cut else "stop")
+            tokens += words
+        usage = chunk([], usage=self._usage(answer)) if request.include_usage else b""
+        return stream_parts(b"".join(roles), tokens, usage + b"data: [DONE]\n\n")
