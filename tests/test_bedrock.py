@@ -419,6 +419,18 @@ def test_a_stream_closed_early_gives_back_its_slot(
     assert key.breaker is not None and key.breaker.state is State.CLOSED
 
 
+def test_a_stream_dropped_unread_gives_back_its_slot(
+    bedrock: Any, endpoint: Endpoint, registry: Registry
+) -> None:
+    endpoint.script(stream(*CONVERSATION))
+    response = bedrock.converse_stream(modelId=MODEL, messages=HELLO)
+    key = registry.key(MODEL)
+    assert key.bulkhead is not None and key.bulkhead.in_flight == 1
+
+    del response
+    assert key.bulkhead.in_flight == 0
+
+
 # -- the client -------------------------------------------------------------------------------
 
 
@@ -432,6 +444,19 @@ def test_everything_else_is_the_clients_own(endpoint: Endpoint, registry: Regist
     with pytest.raises(ParamValidationError):  # no modelId: botocore says so, as without us
         bedrock.converse(messages=HELLO)
     assert endpoint.requests == []
+
+
+def test_a_shielded_client_is_never_shielded_twice(
+    bedrock: Any, endpoint: Endpoint, registry: Registry
+) -> None:
+    registry.configure({"default": {**POLICY, "breaker": None}})
+    again = shield_bedrock(bedrock, registry=registry)
+    assert again.__wrapped__ is bedrock.__wrapped__
+    endpoint.script(*[error(500, "InternalServerException")] * 9)
+
+    with pytest.raises(again.exceptions.InternalServerException):
+        converse(again)
+    assert len(endpoint.requests) == 3  # not 3 attempts of 3
 
 
 @pytest.mark.parametrize(

@@ -73,8 +73,11 @@ def shield_bedrock(client: Any, *, registry: Registry | None = None) -> Any:
     """`client`, a boto3 `bedrock-runtime` client, with its model calls shielded by `modelId`.
 
     Everything else is the client's own. A client that retries its requests itself is warned of
-    (see the module's docstring): make it with `Config(retries=NO_RETRIES)`.
+    (see the module's docstring): make it with `Config(retries=NO_RETRIES)`. A shielded client
+    is shielded afresh, never twice.
     """
+    if isinstance(client, ShieldedBedrock):
+        client = client.__wrapped__
     if not is_bedrock_runtime(client):
         raise TypeError(f"not a boto3 {SERVICE!r} client: {client!r}")
     attempts = _attempts(client)
