@@ -47,6 +47,7 @@ from .decorators import (  # isort: skip
     retry,
     shielded,
 )
+from .clients import shield_client  # isort: skip  # after the decorators, which it uses
 
 try:
     __version__ = version("rate-limit-shield")
@@ -56,6 +57,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "__version__",
     "shielded",
+    "shield_client",
     "rate_limited",
     "breaker",
     "retry",

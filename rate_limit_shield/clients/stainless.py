@@ -1,0 +1,211 @@
+"""Shielded clients of the OpenAI and Anthropic SDKs, which share one generated core.
+
+Every API call of such a client, whatever resource, helper or response form it takes (`create`,
+`parse`, `count_tokens`, the stream helpers, `with_raw_response`, `with_streaming_response`),
+ends in one call of the client's own `request(cast_to, options, ...)`, outside the SDK's retry
+loop; a stream helper makes it when its `with` block is entered, a streaming response when its
+context is. A shielded client is a copy of the caller's (sharing its connection pool) with the
+SDK's retries off, whose `request` sends each call whose JSON body names a model through that
+model's shield, as `@shielded` does, with the body as the call's keyword arguments: the model,
+the token estimate and the fallbacks are read from it as from an SDK call's own. Its `copy` and
+`with_options` make shielded copies.
+
+Parsed results carry no headers, so the rate-limit headers of every HTTP response are read by an
+event hook on the HTTP client, which teaches the key of the attempt in progress. That attempt is
+known through a context variable: the caller's own client, which shares the HTTP client, is left
+alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+
+from .._bounded import remember
+from .._diagnostics import unreadable
+from ..decorators import shielded
+from ..errors import ConfigError
+from ..limiter import Cost
+from ..llm import RateLimitInfo, usage_of
+from ..registry import Registry
+
+__all__ = ["shield"]
+
+_RAW_RESPONSE = "X-Stainless-Raw-Response"
+"""The request option by which both SDKs ask for the raw response ("true") or a streamed one."""
+_COUNTING = ("/count_tokens", "/input_tokens")
+"""Where the APIs count a prompt's tokens: such a call costs one request and no tokens."""
+_ONE_REQUEST: Cost = {"requests": 1}
+
+_attempt: ContextVar[tuple[Registry, str] | None] = ContextVar(
+    "rate_limit_shield_attempt", default=None
+)
+"""The registry and model of the attempt in progress, for the HTTP client's response hook."""
+
+
+def shield(client: Any, registry: Registry) -> Any:
+    """A shielded copy of an OpenAI or Anthropic client (see the module's docstring)."""
+    return _shielded(type(client).copy(client, max_retries=0), registry)
+
+
+class _Call(NamedTuple):
+    """An API call the SDK asked its client to make, but for its JSON body, which the shield
+    gets as the call's keyword arguments."""
+
+    request: Callable[..., Any]  # the SDK's own `request` of the shielded copy
+    cast_to: Any
+    options: Any
+    kwargs: dict[str, Any]
+    registry: Registry
+
+
+class _Pipelines(NamedTuple):
+    """The shielded `send` of one registry: for most calls, for raw responses (whose usage is
+    read from their body) and for token counts (which cost a request)."""
+
+    plain: Callable[..., Any]
+    raw: Callable[..., Any]
+    counting: Callable[..., Any]
+
+    def of(self, options: Any) -> Callable[..., Any] | None:
+        """The pipeline for a call's request options; None when its body names no model."""
+        body = options.json_data
+        if not isinstance(body, dict):
+            return None
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return None
+        if options.url.partition("?")[0].endswith(_COUNTING):
+            return self.counting
+        headers = options.headers
+        if isinstance(headers, Mapping) and headers.get(_RAW_RESPONSE) in ("true", "stream"):
+            return self.raw
+        return self.plain
+
+
+_PIPELINES: dict[tuple[Registry, bool], _Pipelines] = {}
+"""By registry, for sync and async clients: shared by every shielded client, so that clients
+made per call (`with_options(timeout=...)`) build no pipeline of their own."""
+
+
+def _shielded(client: Any, registry: Registry) -> Any:
+    """Shield `client`, a copy of the caller's whose SDK retries are off (see the module's
+    docstring)."""
+    is_async = inspect.iscoroutinefunction(type(client).request)
+    pipelines = _pipelines(registry, is_async)
+    own = client.request
+    if is_async:
+
+        async def request(cast_to: Any, options: Any, /, **kwargs: Any) -> Any:
+            send = pipelines.of(options)
+            if send is None:
+                return await own(cast_to, options, **kwargs)
+            return await send(_Call(own, cast_to, options, kwargs, registry), **options.json_data)
+
+    else:
+
+        def request(cast_to: Any, options: Any, /, **kwargs: Any) -> Any:  # type: ignore[misc]
+            send = pipelines.of(options)
+            if send is None:
+                return own(cast_to, options, **kwargs)
+            return send(_Call(own, cast_to, options, kwargs, registry), **options.json_data)
+
+    def copied(**options: Any) -> Any:
+        retries = options.get("max_retries")
+        if isinstance(retries, int) and retries > 0:
+            raise ConfigError(
+                f"max_retries={retries!r}: a shielded client's requests are retried by the shield "
+                "(the model policy's retry attempts); the SDK's own retries stay off, so that "
+                "no request is retried twice"
+            )
+        return _shielded(type(client).copy(client, **{**options, "max_retries": 0}), registry)
+
+    _hook_responses(client._client, is_async)
+    vars(client).update(request=request, copy=copied, with_options=copied)
+    return client
+
+
+def _pipelines(registry: Registry, is_async: bool) -> _Pipelines:
+    pipelines = _PIPELINES.get((registry, is_async))
+    if pipelines is None:
+        send = _asend if is_async else _send
+        pipelines = _Pipelines(
+            shielded(send, registry=registry),
+            shielded(send, registry=registry, usage=_raw_usage),
+            shielded(send, registry=registry, cost=_one_request),
+        )
+        remember(_PIPELINES, (registry, is_async), pipelines)
+    return pipelines
+
+
+def _send(call: _Call, /, **body: Any) -> Any:
+    """One attempt of `call`, for the model `body` names."""
+    attempt = _attempt.set((call.registry, body["model"]))
+    try:
+        return call.request(call.cast_to, _options(call, body), **call.kwargs)
+    finally:
+        _attempt.reset(attempt)
+
+
+async def _asend(call: _Call, /, **body: Any) -> Any:
+    """One attempt of `call` on an async client, for the model `body` names."""
+    attempt = _attempt.set((call.registry, body["model"]))
+    try:
+        return await call.request(call.cast_to, _options(call, body), **call.kwargs)
+    finally:
+        _attempt.reset(attempt)
+
+
+def _options(call: _Call, body: dict[str, Any]) -> Any:
+    """The call's request options, with `body` when it names another model (a fallback)."""
+    options = call.options
+    if body["model"] == options.json_data.get("model"):
+        return options
+    options = copy.copy(options)
+    options.json_data = body
+    return options
+
+
+def _one_request(*args: Any, **kwargs: Any) -> Cost:
+    return _ONE_REQUEST
+
+
+def _raw_usage(result: Any) -> Cost | None:
+    """The usage a raw response's JSON body reports, once the SDK has read the body: a body
+    streamed to the caller is never read here. Other results are read as usual."""
+    response = getattr(result, "http_response", None)
+    if response is None:
+        return usage_of(result)
+    if not response.is_closed:
+        return None
+    return usage_of(response.json())
+
+
+def _hook_responses(http_client: Any, is_async: bool) -> None:
+    """Let every response `http_client` gets teach the key of the attempt in progress."""
+    hook = _alearn if is_async else _learn
+    hooks = http_client.event_hooks
+    if hook not in hooks["response"]:
+        http_client.event_hooks = {**hooks, "response": [*hooks["response"], hook]}
+
+
+def _learn(response: Any) -> None:
+    """Hold the key of the attempt in progress, if any, to the limits `response` reports; a
+    response it cannot read teaches nothing."""
+    attempt = _attempt.get()
+    if attempt is None:
+        return
+    registry, model = attempt
+    try:
+        key = registry._key_for_call(model)
+        if key.guide is not None:
+            key.guide.clamp(RateLimitInfo.from_headers(response.headers, now=key.clock.time()))
+    except Exception:
+        unreadable(model, "rate-limit headers", response)
+
+
+async def _alearn(response: Any) -> None:
+    _learn(response)
