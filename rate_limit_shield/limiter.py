@@ -8,7 +8,8 @@ charged to each limit from then: `tat` becomes `max(tat, ready) + c*T`, or a lim
 while the call waits for another, what the call takes when it goes. Reserving a future slot
 instead of refusing is what makes waiters FIFO without a queue; tokens now are
 `capacity - (max(tat, now) - now)/T`. A refund moves `tat` back, but never further than the
-calls that went since allow (see `Reservation`).
+calls that went since allow (see `Reservation`). A debt (a call that cost more than it was
+charged) moves `tat` on from now, and the calls already waiting by as much (see `debt_since`).
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ class Reservation:
     rate in force when settled) moves `tat` to max(tat - e, M_n), M_n = max over decisions j
     after n of V_j: it gives back min(e, tat - M_n).
     With no later decision that is all of e; once a later call queued or went past its slot, only
-    what is left. A debt (real cost above the charge) is a new decision charged at settle time.
+    what is left. A debt (real cost above the charge) is a new decision charged at settle time;
+    it also holds back each call still waiting then by as much (see `Limiter.debt_since`).
     `cancel` is a settle at 0. A provider's floor (`Limiter.clamp`) is a chain of its own.
     A change of rate (`Limiter.scale_rates`, a provider's limit adopted or lapsed) stretches what
     each chain has ahead of now by new interval / old one, but never the seconds before a call
@@ -137,7 +139,15 @@ class Reservation:
     came after the reservation's.
     """
 
-    __slots__ = ("_increments", "_limiter", "_position", "_units", "delay", "ready_at")
+    __slots__ = (
+        "_debts",
+        "_increments",
+        "_limiter",
+        "_position",
+        "_units",
+        "delay",
+        "ready_at",
+    )
 
     def __init__(
         self,
@@ -147,6 +157,7 @@ class Reservation:
         increments: tuple[float, ...],
         units: tuple[float, ...] | None = None,
         position: int = -1,
+        debts: tuple[float, ...] | None = None,
     ) -> None:
         self.ready_at = ready_at
         self.delay = delay
@@ -156,6 +167,9 @@ class Reservation:
         self._increments: tuple[float, ...] | None = increments
         self._units = units  # the same in each limit's units; None: as many as the seconds are now
         self._position = position  # the decision that charged it; -1: unknown, nothing comes back
+        # The limiter's debts so far when it was made, or last asked about (see `debt_since`);
+        # None: no debt holds it back.
+        self._debts = debts
 
     def __repr__(self) -> str:
         state = "done" if self._increments is None else "open"
@@ -168,14 +182,18 @@ class Limiter:
     A number cost is charged to every limit; a mapping charges each limit the amount of its unit
     (a missing unit is 0, except that "tokens" defaults to input_tokens + output_tokens).
     A limit in debt (a settle above the estimate) holds back every request until it is repaid,
-    even one that charges it nothing. Only the drivers `acquire` and `aacquire` wait. With no
-    limits at all, a limiter only pauses: a key without rate limits still honours a Retry-After.
+    even one that charges it nothing, and even one already waiting when the debt is charged:
+    a provider charges an answer once it is complete, to everyone who has not gone yet, so a
+    waiter goes that much later than it was told (`debt_since` says how much). Only the drivers
+    `acquire` and `aacquire` wait. With no limits at all, a limiter only pauses: a key without
+    rate limits still honours a Retry-After.
     """
 
     __slots__ = (
         "_capacities",
         "_chains",
         "_clock",
+        "_debts",
         "_decisions",
         "_periods",
         "_rate_factor",
@@ -216,6 +234,8 @@ class Limiter:
         self._units = tuple(limit.unit for limit in self.limits)
         self._tats = [-math.inf] * len(self.limits)  # at or before now: the bucket starts full
         self._paused_until = -math.inf
+        # Seconds of debt charged to each limit so far, at the rates of the time.
+        self._debts = (0.0,) * len(self.limits)
         # The chains of each schedule (see `Reservation`), kept while a reservation may still
         # be settled, until `_tracked_until`; None otherwise. `_decisions` numbers the decisions.
         self._chains: list[Chains] | None = None
@@ -266,10 +286,12 @@ class Limiter:
             raise ValueError(f"max_wait must be a number of seconds, got {max_wait!r}")
         units = self._amounts(cost)
         increments = tuple(map(operator.mul, units, self._intervals))
-        now, wait, position = self._take(increments, max_wait, reserving=True)
+        with self._lock:
+            debts = self._debts  # the debts its go time accounts for
+            now, wait, position = self._take_locked(increments, max_wait, reserving=True)
         if wait > max_wait:
             raise self._refusal(wait)
-        return Reservation(self, now + wait, wait, increments, units, position)
+        return Reservation(self, now + wait, wait, increments, units, position, debts)
 
     def cancel(self, reservation: Reservation) -> None:
         """Give back what `reservation` charged (see `Reservation` for how much can come back);
@@ -298,6 +320,26 @@ class Limiter:
         gets nothing back.
         """
         self._finish(reservation, self._increments(actual, name="actual", check_capacity=False))
+
+    def debt_since(self, reservation: Reservation) -> float:
+        """Seconds of debt charged since `reservation` was made, or since it was last asked
+        about (the most of any limit): how much later than its `ready_at` its call goes, if it
+        had not gone yet when the debt was charged.
+
+        A debt is charged from now: the calls waiting then were told their go times before it
+        existed, and going at them, they would find the provider's bucket short by the debt (a
+        provider charges an answer when it ends, to everyone who has not gone yet). Each debt
+        is counted once per reservation, so a driver that asks again after waiting it out goes
+        on, even when its clock does not move.
+        """
+        if reservation._limiter is not self:
+            raise ValueError(f"{reservation!r} was not made by {self!r}")
+        with self._lock:
+            marks, debts = reservation._debts, self._debts
+            if marks is None or marks is debts:
+                return 0.0
+            reservation._debts = debts
+        return max(debt - mark for debt, mark in zip(debts, marks, strict=True))
 
     def wait_time(self, cost: Cost = 1) -> float:
         """Seconds until `cost` could be taken on every limit (0.0 if now); reserves nothing.
@@ -617,30 +659,36 @@ class Limiter:
         reservation keeps the chains of every schedule for `SETTLE_WITHIN` seconds more, or
         until its call goes if that is later."""
         with self._lock:
-            now = self._monotonic()
-            chains = self._chains
-            if chains is not None and now >= self._tracked_until:
-                chains = self._chains = None  # no reservation left that could be given back
+            return self._take_locked(increments, max_wait, reserving=reserving)
+
+    def _take_locked(
+        self, increments: tuple[float, ...], max_wait: float, *, reserving: bool
+    ) -> tuple[float, float, int]:
+        """`_take`, under the lock."""
+        now = self._monotonic()
+        chains = self._chains
+        if chains is not None and now >= self._tracked_until:
+            chains = self._chains = None  # no reservation left that could be given back
+            self._open_fast_path_locked()
+        tats, wait = self._plan(increments, now)
+        ready = now + wait  # when its call goes: every limit is charged from then
+        if wait <= _ROUNDING:
+            wait = 0.0
+        if wait > max_wait:
+            return now, wait, -1
+        if reserving:  # kept while it may be settled, and while its call waits
+            until = now + (wait if wait > SETTLE_WITHIN else SETTLE_WITHIN)
+            if until > self._tracked_until:
+                self._tracked_until = until
+            if chains is None:
+                self._decisions += 1
+                chains = self._chains = [Chains(self._decisions, tat) for tat in self._tats]
                 self._open_fast_path_locked()
-            tats, wait = self._plan(increments, now)
-            ready = now + wait  # when its call goes: every limit is charged from then
-            if wait <= _ROUNDING:
-                wait = 0.0
-            if wait > max_wait:
-                return now, wait, -1
-            if reserving:  # kept while it may be settled, and while its call waits
-                until = now + (wait if wait > SETTLE_WITHIN else SETTLE_WITHIN)
-                if until > self._tracked_until:
-                    self._tracked_until = until
-                if chains is None:
-                    self._decisions += 1
-                    chains = self._chains = [Chains(self._decisions, tat) for tat in self._tats]
-                    self._open_fast_path_locked()
-            position = self._decisions = self._decisions + 1
-            if chains is not None:
-                for index, limit_chains in enumerate(chains):
-                    tats[index] = limit_chains.charge(position, now, increments[index], ready)
-            self._tats = tats
+        position = self._decisions = self._decisions + 1
+        if chains is not None:
+            for index, limit_chains in enumerate(chains):
+                tats[index] = limit_chains.charge(position, now, increments[index], ready)
+        self._tats = tats
         return now, wait, position
 
     def _plan(self, increments: tuple[float, ...], now: float) -> tuple[list[float], float]:
@@ -684,6 +732,7 @@ class Limiter:
                     self._tats[index] = chains[index].refund(position, -change, seconds == 0.0)
             if any(debts):
                 self._shift_locked(debts)
+                self._debts = tuple(map(operator.add, self._debts, debts))
 
     def _shift_locked(self, changes: Iterable[float]) -> None:
         """Move each limit's schedule by a change in seconds: on from now to charge a debt (a

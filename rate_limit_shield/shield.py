@@ -319,7 +319,8 @@ class Shield:
                     blocking(fn, reservation.delay, "a rate permit")
                     ready = clock.monotonic() + reservation.delay
                     clock.sleep(reservation.delay)
-                    while held := self._paused_past(ready, deadline):  # a 429 came meanwhile
+                    # A 429 or a debt came meanwhile.
+                    while held := self._held_past(reservation, ready, deadline):
                         ready = clock.monotonic() + held
                         clock.sleep(held)
                 if bulkhead is not None and not bulkhead.try_acquire():
@@ -408,8 +409,10 @@ class Shield:
                 if reservation is not None and reservation.delay > 0.0:
                     ready = clock.monotonic() + reservation.delay
                     await clock.asleep(reservation.delay)
-                    # A 429 came meanwhile (a remote limiter's pause is its server's).
-                    while not self._remote and (held := self._paused_past(ready, deadline)):
+                    # A 429 or a debt came meanwhile (a remote limiter's are its server's).
+                    while not self._remote and (
+                        held := self._held_past(reservation, ready, deadline)
+                    ):
                         ready = clock.monotonic() + held
                         await clock.asleep(held)
                 if bulkhead is not None and not bulkhead.try_acquire():
@@ -556,18 +559,31 @@ class Shield:
         assert self._bulkhead is not None
         return max(0.0, min(self._bulkhead.max_wait, deadline - self._clock.monotonic()))
 
-    def _paused_past(self, ready: float, deadline: float) -> float:
-        """What is left of a pause that outlasts `ready`, the time a waiter has already waited
-        for: a 429 that came while it waited. A pause within that wait holds it no longer, so a
-        clock that does not move (freezegun) never keeps a waiter sleeping; a pause that
-        outlasts the deadline gives up at once, with `RateLimited`."""
-        assert self._limiter is not None
-        held = self._limiter.paused_for
-        if self._clock.monotonic() + held <= ready + _ROUNDING:
+    def _held_past(self, reservation: Reservation, ready: float, deadline: float) -> float:
+        """How much longer a waiter that has waited until `ready`, the go time it was given,
+        must wait: for the debts charged while it waited (a provider charges an answer when it
+        ends, to everyone who has not gone yet: see `Limiter.debt_since`), and for what is left
+        of a pause that outlasts its wait (a 429 that came meanwhile). A debt is counted once
+        and a pause within the wait holds it no longer, so a clock that does not move
+        (freezegun) never keeps a waiter sleeping. A hold past the deadline, or a debt that
+        makes the whole wait longer than `max_wait`, gives up at once with `RateLimited`."""
+        limiter = self._limiter
+        assert limiter is not None
+        debt = limiter.debt_since(reservation)
+        paused = limiter.paused_for
+        now = self._clock.monotonic()
+        if now + paused <= ready + _ROUNDING:
+            paused = 0.0
+        if not debt and not paused:
             return 0.0
-        if held > self._left(deadline):
+        held = max(ready + debt - now, paused)
+        if held <= _ROUNDING:
+            return 0.0
+        waited = now + held - (reservation.ready_at - reservation.delay)
+        if held > self._left(deadline) or (held > paused and waited > self._max_wait):
+            cause = f"paused for {held:.3f}s" if held == paused else f"{held:.3f}s in debt"
             raise RateLimited(
-                f"the key is paused for {held:.3f}s, more than the time left",
+                f"the key is {cause}, more than the time left",
                 retry_after=held,
                 key=self.name or None,
             )

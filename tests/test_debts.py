@@ -1,0 +1,110 @@
+"""A debt charged while calls wait holds those calls back by as much, as a provider's bucket does:
+a provider charges an answer when it ends, to everyone who has not gone yet."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rate_limit_shield import Limit, Limiter, Shield
+from rate_limit_shield.errors import RateLimited
+from rate_limit_shield.testing import FakeClock
+
+
+def tokens_limiter(clock: FakeClock) -> Limiter:
+    return Limiter([Limit(100, 1, "tokens")], clock=clock)  # 100 tokens a second
+
+
+def test_a_debt_charged_while_a_reservation_waits_is_told_once() -> None:
+    clock = FakeClock()
+    limiter = tokens_limiter(clock)
+    first = limiter.reserve(100)  # the whole bucket: goes now
+    waiter = limiter.reserve(50)  # goes in 0.5 s
+    assert waiter.delay == pytest.approx(0.5)
+    assert limiter.debt_since(waiter) == 0.0
+    limiter.settle(first, 130)  # 30 tokens more than charged: 0.3 s of debt
+    assert limiter.debt_since(waiter) == pytest.approx(0.3)
+    assert limiter.debt_since(waiter) == 0.0  # told once
+    later = limiter.reserve(10)  # made after the debt: its go time counts it already
+    assert later.ready_at == pytest.approx(0.9)
+    assert limiter.debt_since(later) == 0.0
+
+
+def test_a_refund_holds_no_waiter_back() -> None:
+    clock = FakeClock()
+    limiter = tokens_limiter(clock)
+    first = limiter.reserve(100)
+    waiter = limiter.reserve(50)
+    limiter.settle(first, 40)
+    assert limiter.debt_since(waiter) == 0.0
+
+
+def test_the_most_debt_of_any_limit_holds_a_waiter_back() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(10, 1), Limit(100, 1, "tokens")], clock=clock)
+    first = limiter.reserve({"requests": 1, "tokens": 100})
+    waiter = limiter.reserve({"requests": 1, "tokens": 50})
+    limiter.settle(first, {"requests": 1, "tokens": 120})  # 0.2 s on tokens, none on requests
+    assert limiter.debt_since(waiter) == pytest.approx(0.2)
+
+
+def test_a_reservation_of_another_limiter_is_refused() -> None:
+    clock = FakeClock()
+    reservation = tokens_limiter(clock).reserve(10)
+    with pytest.raises(ValueError, match="was not made by"):
+        tokens_limiter(clock).debt_since(reservation)
+
+
+class DebtOnFirstSleep(FakeClock):
+    """A clock whose first sleep ends with `settle()` having charged a debt, as a stream that
+    ends while a call waits does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settle = lambda: None
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if len(self.sleeps) == 1:
+            self.settle()
+
+
+def waiting_on_a_debt(**options: object) -> tuple[DebtOnFirstSleep, Shield]:
+    """A shield whose next call waits 0.5 s for its tokens, while 30 tokens of debt land."""
+    clock = DebtOnFirstSleep()
+    limiter = tokens_limiter(clock)
+    first = limiter.reserve(100)
+    clock.settle = lambda: limiter.settle(first, 130)
+    return clock, Shield(limiter, clock=clock, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_debt_charged_while_a_call_waits_holds_it_back_by_as_much(driver: str) -> None:
+    clock, shield = waiting_on_a_debt()
+
+    async def answer() -> str:
+        return "late"
+
+    if driver == "sync":
+        assert shield.call(lambda: "late", tokens=50) == "late"
+    else:
+        assert asyncio.run(shield.acall(answer, tokens=50)) == "late"
+    assert clock.sleeps == [pytest.approx(0.5), pytest.approx(0.3)]
+
+
+def test_a_debt_that_makes_the_wait_longer_than_max_wait_gives_up_and_frees_the_slot() -> None:
+    clock, shield = waiting_on_a_debt(max_wait=0.6)
+    with pytest.raises(RateLimited, match="in debt") as refused:
+        shield.call(lambda: "never", tokens=50)
+    assert refused.value.retry_after == pytest.approx(0.3)
+    assert clock.sleeps == [pytest.approx(0.5)]
+    assert shield.limiter is not None
+    # Its 50 tokens came back: 130 charged at 0, 50 refilled by 0.5 s.
+    assert shield.limiter.levels()["100/1s tokens"] == pytest.approx(20)
+
+
+def test_a_debt_past_the_deadline_gives_up() -> None:
+    _, shield = waiting_on_a_debt(timeout=0.7)
+    with pytest.raises(RateLimited, match="in debt"):
+        shield.call(lambda: "never", tokens=50)
