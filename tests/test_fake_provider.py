@@ -16,7 +16,9 @@ import anthropic
 import openai
 import pytest
 
-from rate_limit_shield.testing import FakeClock, FakeProvider
+import rate_limit_shield as rls
+from rate_limit_shield.llm.headers import parse_duration
+from rate_limit_shield.testing import FakeClock, FakeProvider, isolated
 from rate_limit_shield.testing.provider.wire import go_duration
 
 OPENAI = FakeProvider.OPENAI_PATH
@@ -351,6 +353,94 @@ def test_anthropic_buckets_report_every_unit_and_refuse_with_429(
     }
     assert refused.value.response.headers["retry-after"] == "30"
     assert refused.value.response.headers["anthropic-ratelimit-requests-remaining"] == "0"
+
+
+def test_a_one_second_bucket_is_stated_per_minute_in_openai_headers(
+    sdk: Clients, clock: FakeClock
+) -> None:
+    """OpenAI's limit headers are per minute (RPM, TPM): a bucket of 20 requests and 5,000
+    tokens a second is OpenAI's 1,200 RPM and 300,000 TPM enforced a second at a time. They
+    used to say "20", which a client reads as 20 a minute."""
+    with FakeProvider(requests=20, tokens=5000, per_seconds=1, clock=clock) as provider:
+        client = sdk.of(provider).openai
+        first = chat(client)  # 7 + 16 tokens
+        for _ in range(19):
+            chat(client)
+        with pytest.raises(openai.RateLimitError) as refused:
+            chat(client)
+    assert first.headers["x-ratelimit-limit-requests"] == "1200"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1199"  # one used of 1,200
+    assert first.headers["x-ratelimit-reset-requests"] == "50ms"  # one back at 20 a second
+    assert first.headers["x-ratelimit-limit-tokens"] == "300000"
+    assert first.headers["x-ratelimit-remaining-tokens"] == "299977"
+    assert first.headers["x-ratelimit-reset-tokens"] == "5ms"  # 23 at 5,000 a second
+    headers = refused.value.response.headers
+    assert headers["x-ratelimit-remaining-requests"] == "1180"
+    assert headers["x-ratelimit-reset-requests"] == "1s"
+    assert headers["retry-after-ms"] == "50"
+    assert refused.value.body["message"] == (
+        "Rate limit reached for gpt-4o in organization org-fake on requests per min (RPM): "
+        "Limit 1200, Used 20, Requested 1. Please try again in 50ms. "
+        "Visit https://platform.openai.com/account/rate-limits to learn more."
+    )
+
+
+def test_a_one_second_bucket_is_stated_per_minute_in_anthropic_headers(
+    sdk: Clients, clock: FakeClock
+) -> None:
+    limits = {"requests": 2, "input_tokens": 100, "output_tokens": 50}
+    with FakeProvider(**limits, per_seconds=1, clock=clock) as provider:
+        client = sdk.of(provider).anthropic
+        headers = message(client, max_tokens=40).headers  # 7 in, 16 out
+        message(client, max_tokens=10)
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            message(client, max_tokens=10)
+    assert headers["anthropic-ratelimit-requests-limit"] == "120"
+    assert headers["anthropic-ratelimit-requests-remaining"] == "119"
+    assert headers["anthropic-ratelimit-requests-reset"] == "2023-11-14T22:13:21Z"  # in 0.5 s
+    assert headers["anthropic-ratelimit-input-tokens-limit"] == "6000"
+    assert headers["anthropic-ratelimit-input-tokens-remaining"] == "5993"
+    assert headers["anthropic-ratelimit-output-tokens-limit"] == "3000"
+    assert headers["anthropic-ratelimit-output-tokens-remaining"] == "2984"
+    assert refused.value.response.headers["anthropic-ratelimit-requests-remaining"] == "118"
+    assert refused.value.body["error"]["message"].startswith(
+        "This request would exceed the rate limit for your organization of 120 requests per "
+        "minute. "
+    )
+
+
+@pytest.mark.parametrize("per_seconds", [1, 2, 5, 10, 30, 60])
+def test_remaining_and_reset_agree_with_the_per_minute_limit(
+    sdk: Clients, clock: FakeClock, per_seconds: int
+) -> None:
+    """remaining + what refills until the reset == the per-minute limit: the headers describe
+    one bucket of the stated limit, refilled at its rate, whatever slice enforces it."""
+    with FakeProvider(tokens=per_seconds * 100, per_seconds=per_seconds, clock=clock) as provider:
+        client = sdk.of(provider).openai
+        chat(client, max_tokens=40)
+        clock.advance(0.2)
+        headers = chat(client, max_tokens=30).headers
+    limit = float(headers["x-ratelimit-limit-tokens"])
+    remaining = float(headers["x-ratelimit-remaining-tokens"])
+    reset = parse_duration(headers["x-ratelimit-reset-tokens"])
+    assert limit == 6000
+    assert reset is not None
+    assert remaining + limit / 60 * reset == pytest.approx(limit, abs=1 + limit / 60 * 0.001)
+
+
+def test_a_configured_rate_is_not_cut_by_a_one_second_bucket_of_the_same_rate(
+    sdk: Clients,
+) -> None:
+    """`rpm=1200` against a provider allowing 20 requests a second: the same rate, so the
+    shield keeps it. When the headers said "limit 20", the shield adopted 20 a minute and 60
+    calls took two minutes instead of two seconds."""
+    with isolated() as clock, FakeProvider(requests=20, per_seconds=1, clock=clock) as provider:
+        rls.configure({"gpt-4o": {"rpm": 1200, "retry": {"attempts": 10}}})
+        create = rls.shielded(sdk.of(provider).openai.chat.completions.with_raw_response.create)
+        for _ in range(60):
+            create(model="gpt-4o", messages=HELLO)
+    assert provider.statuses[200] == 60
+    assert clock.monotonic() < 4
 
 
 def test_buckets_are_per_model(sdk: Clients, clock: FakeClock) -> None:
@@ -888,6 +978,10 @@ def test_a_stopped_provider_can_start_again_and_not_twice(sdk: Clients) -> None:
         ({"tokens": -5}, "tokens"),
         ({"input_tokens": float("nan")}, "input_tokens"),
         ({"per_seconds": 0}, "per_seconds"),
+        ({"per_seconds": 3600}, "per_seconds"),  # no provider states an hourly limit
+        ({"per_seconds": 7}, "per_seconds"),  # a slice that does not divide a minute
+        ({"per_seconds": 0.5}, "per_seconds"),
+        ({"per_seconds": 120}, "per_seconds"),
         ({"completion_tokens": 0}, "completion_tokens"),
         ({"completion_tokens": (0, 5)}, "completion_tokens"),
         ({"completion_tokens": (5, 4)}, "completion_tokens"),
@@ -928,21 +1022,21 @@ def no_provider_thread_left() -> Iterator[None]:
 def test_a_paced_stream_is_settled_when_its_last_token_is_written(sdk: Clients) -> None:
     """7 prompt tokens and max_tokens 50 are charged at admission; the 3-token answer written at
     10 tokens a second settles the charge to 10 only 0.3 s later, when its last part is
-    written, as the providers settle an answer once it is complete."""
+    written, as the providers settle an answer once it is complete. (A bucket of 600 a minute:
+    this test used 6,000 an hour, a window no provider has, which is refused now.)"""
     clock = GatedClock()
-    with FakeProvider(
-        tokens=6_000, per_seconds=3_600, completion_tokens=3, stream_pace=10, clock=clock
-    ) as provider:  # 6,000 an hour: the 0.3 s refill 0.5 tokens
+    # 600 a minute: the 0.3 s refill 3 tokens
+    with FakeProvider(tokens=600, completion_tokens=3, stream_pace=10, clock=clock) as provider:
         client = sdk.of(provider).openai
         stream = client.chat.completions.with_raw_response.create(
             model="gpt-4o", messages=HELLO, max_tokens=50, stream=True
         )
-        assert stream.headers["x-ratelimit-remaining-tokens"] == "5943"
+        assert stream.headers["x-ratelimit-remaining-tokens"] == "543"
         during = chat(client).headers["x-ratelimit-remaining-tokens"]  # the stream waits
         clock.gate.release(3)
         chunks = list(stream.parse())
         assert clock.monotonic() == pytest.approx(0.3)  # written at its pace
         after = chat(client).headers["x-ratelimit-remaining-tokens"]
-    assert during == "5933"  # the stream still holds its admission charge
-    assert after == "5970"  # 5933 + 0.5 refilled + 47 settled - 10
+    assert during == "533"  # the stream still holds its admission charge
+    assert after == "573"  # 533 + 3 refilled + 47 settled - 10
     assert chunks[-1].choices[0].finish_reason == "stop"

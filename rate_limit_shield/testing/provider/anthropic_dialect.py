@@ -74,6 +74,25 @@ class Anthropic:
     def throttled(self, unit: str, message: str) -> bytes:
         return self.error("rate_limit_error", message)
 
+    def over_limit(
+        self, model: str, unit: str, bucket: Bucket, requested: float, wait: float
+    ) -> bytes:
+        """The 429 of a bucket without room, as Anthropic words it: the per-minute limit only."""
+        amount = bucket.per_minute
+        written = f"{amount:,.0f}" if amount.is_integer() else number(amount)
+        message = (
+            f"This request would exceed the rate limit for your organization of {written} "
+            f"{unit.replace('_', ' ')} per minute. For details, refer to: "
+            "https://docs.claude.com/en/api/rate-limits. You can see the response headers for "
+            "current usage. Please reduce the prompt length or the maximum tokens requested, "
+            "or try again later."
+        )
+        return self.throttled(unit, message)
+
+    def too_large(self, model: str, unit: str, bucket: Bucket, requested: float) -> bytes:
+        """A request larger than a bucket: Anthropic's words are those of any 429."""
+        return self.over_limit(model, unit, bucket, requested, 0.0)
+
     def limit_headers(self, buckets: dict[str, Bucket], wall: float) -> Headers:
         headers: Headers = []
         for unit in UNITS:
@@ -81,8 +100,8 @@ class Anthropic:
             if bucket is not None:
                 name = f"anthropic-ratelimit-{unit.replace('_', '-')}"
                 headers += [
-                    (f"{name}-limit", number(bucket.capacity)),
-                    (f"{name}-remaining", bucket.remaining()),
+                    (f"{name}-limit", number(bucket.per_minute)),
+                    (f"{name}-remaining", str(bucket.remaining())),
                     (f"{name}-reset", rfc3339(wall + bucket.until_full())),
                 ]
         return headers

@@ -1,23 +1,35 @@
 """The server's own limits: one token bucket per unit per model, charged up front and settled
-to the real usage once the answer is complete."""
+to the real usage once the answer is complete.
+
+A bucket refills over a minute, or over a slice of a minute that divides it evenly: OpenAI
+enforces a per-minute limit in such slices ("60,000 requests/minute may be enforced as 1,000
+requests/second"), which benchmarks use to go fast. Whatever the slice, a bucket is stated as
+the per-minute limit it enforces (the RPM and TPM that OpenAI's and Anthropic's headers and
+messages give): the same refill rate, and what it lacks counted against the per-minute amount.
+No provider states an hourly limit, so no other window is accepted.
+"""
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["UNITS", "Bucket", "charges", "settle"]
+__all__ = ["MINUTE", "UNITS", "WINDOWS", "Bucket", "charges", "settle"]
 
 UNITS = ("requests", "tokens", "input_tokens", "output_tokens")
+MINUTE = 60
+WINDOWS = tuple(seconds for seconds in range(1, MINUTE + 1) if MINUTE % seconds == 0)
+"""The windows a bucket may refill over, in seconds: a minute or a slice that divides it."""
 
 
 class Bucket:
     """A token bucket refilled continuously; the server's own limit for one unit of one model."""
 
-    __slots__ = ("capacity", "rate", "level", "updated")
+    __slots__ = ("capacity", "rate", "per_minute", "level", "updated")
 
     def __init__(self, capacity: float, per_seconds: float, now: float) -> None:
         self.capacity = capacity
         self.rate = capacity / per_seconds
+        self.per_minute = capacity * MINUTE / per_seconds
         self.level = capacity
         self.updated = now
 
@@ -32,9 +44,13 @@ class Bucket:
     def until_full(self) -> float:
         return (self.capacity - self.level) / self.rate
 
-    def remaining(self) -> str:
-        """What the bucket has left, as a header says it: whole units, none while in debt."""
-        return str(max(0, math.floor(self.level)))
+    def remaining(self) -> int:
+        """What is left of the per-minute limit, as headers say it: whole units, none in debt."""
+        return max(0, math.floor(self.per_minute - (self.capacity - self.level)))
+
+    def used(self) -> float:
+        """What is taken from the per-minute limit, as a 429's message says it."""
+        return self.per_minute - self.remaining()
 
 
 def charges(prompt: int, completion: int) -> dict[str, float]:

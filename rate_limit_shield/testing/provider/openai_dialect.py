@@ -26,6 +26,14 @@ from .wire import (
 __all__ = ["PATH", "OpenAI"]
 
 PATH = "/v1/chat/completions"
+_ORGANIZATION = "org-fake"
+_LIMITS_PAGE = "Visit https://platform.openai.com/account/rate-limits to learn more."
+_PER_MINUTE = {
+    "requests": "requests per min (RPM)",
+    "tokens": "tokens per min (TPM)",
+    "input_tokens": "input tokens per min (ITPM)",
+    "output_tokens": "output tokens per min (OTPM)",
+}
 _QUOTA_MESSAGE = (
     "You exceeded your current quota, please check your plan and billing details. "
     "For more information on this error, read the docs: "
@@ -82,14 +90,36 @@ class OpenAI:
         kind = "requests" if unit == "requests" else "tokens"
         return self.error(kind, message, code="rate_limit_exceeded")
 
+    def over_limit(
+        self, model: str, unit: str, bucket: Bucket, requested: float, wait: float
+    ) -> bytes:
+        """The 429 of a bucket without room yet, in per-minute terms as OpenAI words it."""
+        message = (
+            f"Rate limit reached for {model} in organization {_ORGANIZATION} on "
+            f"{_PER_MINUTE[unit]}: Limit {number(bucket.per_minute)}, Used "
+            f"{number(bucket.used())}, Requested {number(requested)}. "
+            f"Please try again in {go_duration(wait)}. {_LIMITS_PAGE}"
+        )
+        return self.throttled(unit, message)
+
+    def too_large(self, model: str, unit: str, bucket: Bucket, requested: float) -> bytes:
+        """The 429 of a request larger than a bucket, which no wait helps."""
+        message = (
+            f"Request too large for {model} in organization {_ORGANIZATION} on "
+            f"{_PER_MINUTE[unit]}: Limit {number(bucket.per_minute)}, Requested "
+            f"{number(requested)}. The input or output tokens must be reduced in order to run "
+            f"successfully. {_LIMITS_PAGE}"
+        )
+        return self.throttled(unit, message)
+
     def limit_headers(self, buckets: dict[str, Bucket], wall: float) -> Headers:
         headers: Headers = []
         for unit in ("requests", "tokens"):
             bucket = buckets.get(unit)
             if bucket is not None:
                 headers += [
-                    (f"x-ratelimit-limit-{unit}", number(bucket.capacity)),
-                    (f"x-ratelimit-remaining-{unit}", bucket.remaining()),
+                    (f"x-ratelimit-limit-{unit}", number(bucket.per_minute)),
+                    (f"x-ratelimit-remaining-{unit}", str(bucket.remaining())),
                     (f"x-ratelimit-reset-{unit}", go_duration(bucket.until_full())),
                 ]
         return headers

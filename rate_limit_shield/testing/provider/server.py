@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from ...clock import SYSTEM_CLOCK, Clock
-from .buckets import Bucket, charges, settle
+from .buckets import WINDOWS, Bucket, charges, settle
 from .dialects import ANTHROPIC_PATH, DIALECTS, OPENAI_PATH, Dialect
 from .transport import Server
 from .wire import (
@@ -32,8 +32,6 @@ from .wire import (
     Headers,
     Reply,
     Request,
-    go_duration,
-    number,
     prompt_tokens,
     retry_after_headers,
 )
@@ -77,7 +75,7 @@ class FakeProvider:
     """A local HTTP server speaking OpenAI's `/v1/chat/completions` and Anthropic's `/v1/messages`.
 
     ```python
-    with FakeProvider(requests=20, tokens=10_000, per_seconds=1) as provider:  # 20 req/s
+    with FakeProvider(requests=20, tokens=10_000, per_seconds=1) as provider:  # 1,200 RPM
         gpt = openai.OpenAI(base_url=provider.url + "/v1", api_key="k", max_retries=0)
         claude = anthropic.Anthropic(base_url=provider.url, api_key="k", max_retries=0)
         provider.fail(529, times=3, path=FakeProvider.ANTHROPIC_PATH)
@@ -85,21 +83,27 @@ class FakeProvider:
 
     Limits: each amount given is a token bucket of that capacity per model, refilled
     continuously at amount/`per_seconds` on `clock.monotonic()` (pass a `FakeClock` and
-    `advance()` it to refill at once). `requests` costs 1 per request; `tokens` (OpenAI's TPM)
-    prompt + max_tokens; `input_tokens` / `output_tokens` (Anthropic's ITPM / OTPM) the prompt /
-    max_tokens. All given buckets apply to both APIs; a request is admitted by all or refused
-    by all, and its charge is then settled to the real usage (refunding unused max_tokens; a
-    request without max_tokens, admitted on its prompt, then owes its whole answer, which may
-    leave a bucket in debt that later requests wait out). As OpenAI and Anthropic document, the
-    settle comes when the answer is complete: at once for a whole answer, and when its last
-    token is written for a stream paced by `stream_pace` (until then the stream's charge is its
-    admission charge, and the headers say so).
-    A refused request is a 429 with the API's body, `retry-after` (whole seconds rounded up)
-    and `retry-after-ms`; a request bigger than a bucket is a 429 without them. Every answer to
-    a model carries the rate-limit headers of its buckets (OpenAI: `x-ratelimit-{limit,
-    remaining,reset}-{requests,tokens}`, reset as a Go duration until full; Anthropic:
-    `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`,
-    reset as the RFC 3339 time of a full bucket) and a request id.
+    `advance()` it to refill at once). `per_seconds` is a minute (the default) or a slice of
+    one that divides it (1, 2, 3, 4, 5, 6, 10, 12, 15, 20 or 30 s): a per-minute limit enforced
+    a slice at a time, as OpenAI does, and stated per minute, so `requests=20, per_seconds=1`
+    is 1,200 requests a minute that never come 21 in one second. `requests` costs 1 per request;
+    `tokens` (OpenAI's TPM) prompt + max_tokens; `input_tokens` / `output_tokens` (Anthropic's
+    ITPM / OTPM) the prompt / max_tokens. All given buckets apply to both APIs; a request is
+    admitted by all or refused by all, and its charge is then settled to the real usage
+    (refunding unused max_tokens; a request without max_tokens, admitted on its prompt, then
+    owes its whole answer, which may leave a bucket in debt that later requests wait out). As
+    OpenAI and Anthropic document, the settle comes when the answer is complete: at once for a
+    whole answer, and when its last token is written for a stream paced by `stream_pace`
+    (until then the stream's charge is its admission charge, and the headers say so).
+    A refused request is a 429 with the API's body and message (in per-minute terms),
+    `retry-after` (whole seconds rounded up) and `retry-after-ms`; a request bigger than a
+    bucket is a 429 without them. Every answer to a model carries the rate-limit headers of its
+    buckets and a request id. The headers are per minute, as both APIs document: the limit is
+    the per-minute amount, `remaining` that amount less what the bucket lacks, and the reset
+    when it is full again (so remaining + what refills until the reset = the limit). OpenAI:
+    `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, the reset as a Go duration;
+    Anthropic: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,
+    remaining,reset}`, the reset as an RFC 3339 time.
 
     Answers: prompt tokens follow `prompt_tokens()`; each choice has min(max_tokens, length)
     tokens, "ok" words (finish "length" / "max_tokens" when cut short), where the length is
@@ -149,8 +153,12 @@ class FakeProvider:
         for name, amount in amounts.items():
             if amount is not None and not amount > 0:
                 raise ValueError(f"{name}: {amount!r} must be a positive amount or None")
-        if not per_seconds > 0:
-            raise ValueError(f"per_seconds: {per_seconds!r} must be positive")
+        if isinstance(per_seconds, bool) or per_seconds not in WINDOWS:
+            raise ValueError(
+                f"per_seconds: {per_seconds!r} is not a window providers use: a minute (60) or "
+                f"a slice of one that divides it ({', '.join(map(str, WINDOWS[:-1]))}), which "
+                "the headers state per minute"
+            )
         if stream_pace is not None and not 0 < stream_pace < math.inf:
             raise ValueError(f"stream_pace: {stream_pace!r} must be a positive number or None")
         self._limits = {unit: float(a) for unit, a in amounts.items() if a is not None}
@@ -506,19 +514,12 @@ class FakeProvider:
             for name, bucket in buckets.items():
                 bucket.level -= admission[name]
             return None
-        bucket = buckets[unit]
-        words = unit.replace("_", " ")
-        limit = f"Limit {number(bucket.capacity)} {words} per {number(self._per_seconds)}s"
-        requested = f"Requested {number(admission[unit])}"
+        bucket, requested = buckets[unit], admission[unit]
         if too_large:
-            message = f"Request too large for {request.model} on {words}: {limit}, {requested}."
-            return Reply(429, [], dialect.throttled(unit, message))
+            return Reply(429, [], dialect.too_large(request.model, unit, bucket, requested))
         wait = waits[unit]
-        message = (
-            f"Rate limit reached for {request.model} on {words}: {limit}, {requested}. "
-            f"Please try again in {go_duration(wait)}."
-        )
-        return Reply(429, retry_after_headers(wait), dialect.throttled(unit, message))
+        body = dialect.over_limit(request.model, unit, bucket, requested, wait)
+        return Reply(429, retry_after_headers(wait), body)
 
     def _scripted(
         self, dialect: Dialect, request: Request, script: _Script, headers: Headers
