@@ -102,6 +102,12 @@ def oai(status: int, code: str | None, type_: str = "invalid_request_error", **h
     return lambda: openai_error(answer(status, body, _headers(headers)))
 
 
+def oai_said(message: str, status: int = 429, **headers: str):
+    """An OpenAI rate-limit answer whose message is `message`."""
+    body = {"error": {"message": message, "type": "tokens", "code": "rate_limit_exceeded"}}
+    return lambda: openai_error(answer(status, body, _headers(headers)))
+
+
 def ant(status: int, type_: str, message: str = "scripted", code: str | None = None, **headers):
     """An Anthropic error answer: {"type": "error", "error": {"type", "message", "details"}}."""
     error: dict[str, Any] = {"type": type_, "message": message}
@@ -250,6 +256,18 @@ def openai_stream(**error: str) -> Callable[[], Exception]:
     return lambda: openai_error(answer(200, sse=event), stream=True)
 
 
+def openrouter_stream(code: int) -> Callable[[], Exception]:
+    """What `openai` raises for OpenRouter's mid-stream error: a chunk whose `error` names the
+    upstream HTTP status as a number."""
+    chunk = {
+        "id": "gen-1",
+        "object": "chat.completion.chunk",
+        "error": {"code": code, "message": "scripted upstream error"},
+        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+    }
+    return lambda: openai_error(answer(200, sse=sse_event(None, chunk)), stream=True)
+
+
 def anthropic_stream(type_: str) -> Callable[[], Exception]:
     """What `anthropic` raises for an error event inside a stream: status 200, an error type."""
     event = sse_event("error", {"type": "error", "error": {"type": type_, "message": "scripted"}})
@@ -260,6 +278,17 @@ def gemini(code: int, status: str) -> Callable[[], Exception]:
     return lambda: GeminiAPIError(code, {"code": code, "message": "scripted", "status": status})
 
 
+TPM_MESSAGE = (
+    "Rate limit reached for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, "
+    "Used 29000, Requested 2000. Please try again in {}. Visit "
+    "https://platform.openai.com/account/rate-limits to learn more."
+)
+OPENAI_BUCKETS = {  # a 429 of the tokens bucket: requests left, tokens gone
+    "x_ratelimit_remaining_requests": "59",
+    "x_ratelimit_reset_requests": "1s",
+    "x_ratelimit_remaining_tokens": "0",
+    "x_ratelimit_reset_tokens": "20s",
+}
 CREDIT = "Your credit balance is too low to access the Anthropic API."
 SPEND = "You have reached your specified API usage limits. You will regain access on 2030-01-01."
 PER_MINUTE = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
@@ -321,6 +350,54 @@ ROWS: list[tuple[str, Callable[[], BaseException], object, float | None]] = [
         FATAL,
         None,
     ),
+    # no Retry-After: the message's "try again in", else the reset of the bucket that ran out
+    ("openai-try-again-s", oai_said(TPM_MESSAGE.format("20s")), THROTTLED, 20.0),
+    ("openai-try-again-fraction", oai_said(TPM_MESSAGE.format("1.5s")), THROTTLED, 1.5),
+    ("openai-try-again-ms", oai_said(TPM_MESSAGE.format("20ms")), THROTTLED, 0.02),
+    ("openai-try-again-minutes", oai_said(TPM_MESSAGE.format("6m0s")), THROTTLED, 360.0),
+    (
+        "openai-retry-after-beats-message",
+        oai_said(TPM_MESSAGE.format("20s"), retry_after="3"),
+        THROTTLED,
+        3.0,
+    ),
+    (
+        "openai-message-beats-reset",
+        oai_said(TPM_MESSAGE.format("2s"), **OPENAI_BUCKETS),
+        THROTTLED,
+        2.0,
+    ),
+    ("openai-reset-of-the-empty-bucket", oai_said("scripted", **OPENAI_BUCKETS), THROTTLED, 20.0),
+    (
+        "openai-reset-requests",
+        oai_said(
+            "scripted",
+            x_ratelimit_remaining_requests="0",
+            x_ratelimit_reset_requests="20s",
+            x_ratelimit_remaining_tokens="100",
+            x_ratelimit_reset_tokens="45s",
+        ),
+        THROTTLED,
+        20.0,
+    ),
+    (
+        "openai-reset-larger-when-none-is-empty",
+        oai_said("scripted", x_ratelimit_reset_requests="2s", x_ratelimit_reset_tokens="7.5s"),
+        THROTTLED,
+        7.5,
+    ),
+    (
+        "openai-503-reset-is-no-hint",
+        oai(503, None, "server_error", **OPENAI_BUCKETS),
+        FAILURE,
+        None,
+    ),
+    (
+        "openai-503-message-is-no-hint",
+        oai_said("Overloaded, please try again in 20s.", 503),
+        FAILURE,
+        None,
+    ),
     ("openai-timeout", lambda: openai_error(fails_with(httpx2.ReadTimeout)), FAILURE, None),
     ("openai-connection", lambda: openai_error(fails_with(httpx2.ConnectError)), FAILURE, None),
     ("openai-stream-server-error", openai_stream(type="server_error"), FAILURE, None),
@@ -331,11 +408,24 @@ ROWS: list[tuple[str, Callable[[], BaseException], object, float | None]] = [
         None,
     ),
     (
+        "openai-stream-rate-limit-try-again",
+        openai_stream(type="tokens", code="rate_limit_exceeded", message=TPM_MESSAGE.format("4s")),
+        THROTTLED,
+        4.0,
+    ),
+    (
         "openai-stream-quota",
         openai_stream(type="insufficient_quota", code="insufficient_quota"),
         FATAL,
         None,
     ),
+    # OpenRouter: the upstream status as a number, mid-stream
+    ("openrouter-stream-429", openrouter_stream(429), THROTTLED, None),
+    ("openrouter-stream-402", openrouter_stream(402), FATAL, None),
+    ("openrouter-stream-400", openrouter_stream(400), IGNORED, None),
+    ("openrouter-stream-502", openrouter_stream(502), FAILURE, None),
+    # Groq: 498, flex tier capacity exceeded
+    ("groq-498", oai(498, "capacity_exceeded", "server_error"), FAILURE, None),
     # Anthropic
     ("anthropic-429", ant(429, "rate_limit_error", retry_after="12"), THROTTLED, 12.0),
     (
@@ -661,6 +751,11 @@ def raw(status: int, **headers: str) -> httpx2.Response:
         pytest.param(raw(200, x_ratelimit_remaining_requests="5"), SUCCESS, id="httpx2-200"),
         pytest.param(raw(304), SUCCESS, id="httpx2-304"),
         pytest.param(raw(429, retry_after="5"), Verdict(THROTTLED, 5.0), id="httpx2-429"),
+        pytest.param(
+            raw(429, x_ratelimit_remaining_requests="0", x_ratelimit_reset_requests="20s"),
+            Verdict(THROTTLED, 20.0),
+            id="httpx2-429-reset",
+        ),
         pytest.param(raw(503), Verdict(FAILURE), id="httpx2-503"),
         pytest.param(raw(529, retry_after_ms="250"), Verdict(FAILURE, 0.25), id="httpx2-529"),
         pytest.param(raw(404), Verdict(IGNORED), id="httpx2-404"),

@@ -556,6 +556,38 @@ def test_every_container_works_for_rate_limit_info():
         assert RateLimitInfo.from_headers(headers).requests == Quota(None, 7.0, None)
 
 
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, None),
+        ({"x-ratelimit-remaining-requests": "0"}, None),  # no reset: no hint
+        ({"x-ratelimit-reset-requests": "2s", "x-ratelimit-reset-tokens": "7.5s"}, 7.5),
+        (
+            {
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "20s",
+                "x-ratelimit-remaining-tokens": "900",
+                "x-ratelimit-reset-tokens": "45s",
+            },
+            20.0,  # the bucket that ran out, not the longer one that did not
+        ),
+        (
+            {
+                "anthropic-ratelimit-input-tokens-remaining": "0",
+                "anthropic-ratelimit-input-tokens-reset": "2023-11-14T22:13:30Z",
+                "anthropic-ratelimit-output-tokens-remaining": "0.5",
+                "anthropic-ratelimit-output-tokens-reset": "2023-11-14T22:13:50Z",
+                "anthropic-ratelimit-requests-remaining": "40",
+                "anthropic-ratelimit-requests-reset": "2023-11-14T22:14:20Z",
+            },
+            30.0,  # the longer of the two that ran out
+        ),
+    ],
+)
+def test_the_reset_hint_is_the_longest_reset_of_the_buckets_that_ran_out(headers, expected):
+    assert RateLimitInfo.from_headers(headers, now=NOW).reset_hint() == expected
+
+
 def test_rate_limit_info_is_frozen():
     info = RateLimitInfo()
     with pytest.raises(AttributeError):
@@ -641,6 +673,7 @@ def test_rate_limit_info_never_raises_and_holds_only_usable_numbers(headers, now
         assert usable(quota.limit) and usable(quota.remaining) and usable(quota.reset)
         assert (quota.limit, quota.remaining, quota.reset) != (None, None, None)
     assert bool(info) == (bool(info.quotas()) or info != RateLimitInfo())
+    assert usable(info.reset_hint())
 
 
 @given(st.one_of(st.text(), st.text(alphabet="0123456789.hmsun\u00b5\u03bc", max_size=40)))

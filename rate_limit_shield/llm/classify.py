@@ -26,6 +26,8 @@ left to `DefaultClassifier`.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Container, Mapping
 from typing import Any
 
@@ -164,6 +166,15 @@ _TRANSIENT_CLASS_NAMES = frozenset(
         "IncompleteRead",
     }
 )
+# 408, 409 and 425 the SDKs retry; Groq's 498 says its flex tier is out of capacity for now.
+_RETRYABLE_4XX = frozenset({408, 409, 425, 498})
+_AMOUNT = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"  # one way only to match digits: linear time
+_TRY_AGAIN = re.compile(
+    rf"(?:try again|retry)\s+(?:in|after)\s+(?:"
+    rf"((?:{_AMOUNT}(?:ms|us|\u00b5s|\u03bcs|ns|h|m|s))+)(?![a-z])|({_AMOUNT})\s*sec)",
+    re.IGNORECASE,
+)
+_BODY_MAX = 65536  # bytes of an error body read at most: error bodies are small
 _MAX_CAUSES = 8  # how far along a `__cause__` chain the taxonomy looks
 _PLAIN_RESULT_CLASSES: dict[type, bool] = {}
 """Result classes seen without an HTTP status (SDK models, dicts, strings): not looked at again."""
@@ -321,12 +332,16 @@ def _taxonomy(error: BaseException, now: float) -> Verdict | None:
 
 def _judge(subject: object, raised: BaseException | None, now: float) -> Verdict | None:
     """The verdict on `subject`, an error on the `__cause__` chain of `raised` (the error the
-    caller saw), or with `raised` None a response returned instead of raised, whose body is not
-    read; None when nothing about it says anything. `now` is the wall time, for dates."""
+    caller saw), or with `raised` None a response returned instead of raised; None when nothing
+    about it says anything. `now` is the wall time, for dates."""
     status = status_of(subject)
-    error = subject if raised is not None else None
-    codes, messages = _codes_and_messages(error) if error is not None else (set(), [])
-    google = _google_details(error) if error is not None else []
+    if raised is None and (status is None or status < 400):
+        return None  # a success, or a status with nothing to say: its body is not read
+    body = _body(subject, raised)
+    if status is None:
+        status = _body_status(body)
+    codes, messages = _codes_and_messages(subject, body)
+    google = _google_details(subject, body)
     reason = _quota_reason(status, codes, messages, google)
     if reason is not None:
         where = f" (HTTP {status})" if status is not None else ""
@@ -335,7 +350,7 @@ def _judge(subject: object, raised: BaseException | None, now: float) -> Verdict
             None,
             QuotaExhausted(f"the provider's quota is gone: {reason}{where}", cause=raised),
         )
-    outcome = _outcome(status, error, codes)
+    outcome = _outcome(status, subject if raised is not None else None, codes)
     if outcome is None:
         return None
     headers = headers_of(subject)
@@ -348,7 +363,13 @@ def _judge(subject: object, raised: BaseException | None, now: float) -> Verdict
     if outcome is _IGNORED:
         return _IGNORED_VERDICT
     hint = info.retry_after if info is not None else None
-    return Verdict(outcome, hint if hint is not None else _retry_delay(google))
+    if hint is None:
+        hint = _retry_delay(google)
+    if hint is None and outcome is _THROTTLED:  # how long the throttle lasts, said otherwise
+        hint = _try_again_in(messages)
+        if hint is None and info is not None:
+            hint = info.reset_hint()
+    return Verdict(outcome, hint)
 
 
 def _outcome(status: int | None, error: object | None, codes: set[str]) -> Outcome | None:
@@ -372,7 +393,7 @@ def _outcome(status: int | None, error: object | None, codes: set[str]) -> Outco
 def _status_outcome(status: int) -> Outcome | None:
     if status == 429:
         return _THROTTLED
-    if status >= 500 or status in (408, 409, 425):
+    if status >= 500 or status in _RETRYABLE_4XX:
         return _FAILURE
     if status >= 400:
         return _IGNORED
@@ -401,18 +422,63 @@ def _quota_reason(
     return None
 
 
-def _codes_and_messages(error: object) -> tuple[set[str], list[str]]:
+def _body(subject: object, raised: BaseException | None) -> Mapping[Any, Any] | None:
+    """The JSON error body: an SDK error's parsed `body`, google-genai's `details` (the whole
+    JSON error), else the JSON of the HTTP response (the subject itself when it was returned,
+    its `response` when raised by `raise_for_status`), if that response's body is read already."""
+    for name in ("body", "details"):
+        body = _attr(subject, name)
+        if isinstance(body, Mapping):
+            return body
+    return _loaded_json(subject if raised is None else _attr(subject, "response"))
+
+
+def _loaded_json(response: object) -> Mapping[Any, Any] | None:
+    """The JSON object of an HTTP response whose body is in memory: httpx, httpx2 and requests
+    keep it in `_content` once read, aiohttp in `_body`. A body not read yet is left alone, since
+    reading a stream to classify it would take it from the caller; so is a large one."""
+    if response is None:
+        return None
+    content = _attr(response, "_content")
+    if not isinstance(content, (bytes, bytearray)):
+        content = _attr(response, "_body")
+    if not isinstance(content, (bytes, bytearray)) or len(content) > _BODY_MAX:
+        return None
+    try:
+        parsed = json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, Mapping) else None
+
+
+def _body_status(body: Mapping[Any, Any] | None) -> int | None:
+    """The HTTP status an error body names as its numeric `code`, as OpenRouter's mid-stream
+    errors do (`{"error": {"code": 429, ...}}`); None otherwise."""
+    if body is None:
+        return None
+    for part in (body, body.get("error")):
+        code = _item(part, "code")
+        if isinstance(code, str) and code.isdigit() and len(code) == 3:
+            code = int(code)
+        status = _http_status(code)
+        if status is not None:
+            return status
+    return None
+
+
+def _codes_and_messages(
+    subject: object, body: Mapping[Any, Any] | None
+) -> tuple[set[str], list[str]]:
     """The error codes and types an SDK error and its body name (lower-cased), and the messages,
     the body's first (the SDK's own message wraps the whole body)."""
-    codes = [_attr(error, name) for name in ("code", "type", "error_code", "status")]
+    codes = [_attr(subject, name) for name in ("code", "type", "error_code", "status")]
     messages: list[object] = []
-    body = _attr(error, "body")
-    if isinstance(body, Mapping):
+    if body is not None:
         for part in (body, body.get("error")):
             codes += [_item(part, name) for name in ("code", "type", "status")]
             codes.append(_item(part, "details", "error_code"))
             messages.append(_item(part, "message"))
-    messages.append(_attr(error, "message"))
+    messages.append(_attr(subject, "message"))
     return (
         {code.lower() for code in codes if isinstance(code, str)},
         [message for message in messages if isinstance(message, str)],
@@ -425,12 +491,13 @@ def _aws_code(error: object) -> str | None:
     return code[:1].upper() + code[1:] if isinstance(code, str) else None
 
 
-def _google_details(error: object) -> list[Mapping[Any, Any]]:
-    """google.rpc detail entries: google-genai keeps the whole JSON error in `details`."""
-    details = _attr(error, "details")
-    if isinstance(details, Mapping):
-        inner = details.get("error")
-        details = (inner if isinstance(inner, Mapping) else details).get("details")
+def _google_details(subject: object, body: Mapping[Any, Any] | None) -> list[Mapping[Any, Any]]:
+    """google.rpc detail entries: google-api-core keeps them in `details` as a list, google-genai
+    and Gemini's REST answers in the JSON error's `error.details`."""
+    details = _attr(subject, "details")
+    if not isinstance(details, (list, tuple)) and body is not None:
+        inner = body.get("error")
+        details = (inner if isinstance(inner, Mapping) else body).get("details")
     return [entry for entry in _sequence(details) if isinstance(entry, Mapping)]
 
 
@@ -441,6 +508,16 @@ def _retry_delay(google: list[Mapping[Any, Any]]) -> float | None:
             delay = detail.get("retryDelay")
             if isinstance(delay, str):
                 return parse_duration(delay)
+    return None
+
+
+def _try_again_in(messages: list[str]) -> float | None:
+    """The wait a throttle's message names: OpenAI's and Groq's "Please try again in 20s" (a Go
+    duration: "1.5s", "20ms", "6m0s"), Azure's "Please retry after 6 seconds"."""
+    for message in messages:
+        match = _TRY_AGAIN.search(message)
+        if match is not None:
+            return parse_duration(match.group(1) or match.group(2))
     return None
 
 

@@ -194,6 +194,19 @@ class RateLimitInfo:
         }
         return {unit: quota for unit, quota in found.items() if quota is not None}
 
+    def reset_hint(self) -> float | None:
+        """How long a throttle without Retry-After lasts, by the resets: the longest reset of the
+        buckets reported empty (remaining below 1), else of every bucket reported, since one of
+        them turned the request away; None when no reset was given."""
+        every: list[float] = []
+        empty: list[float] = []
+        for quota in self.quotas().values():
+            if quota.reset is not None:
+                every.append(quota.reset)
+                if quota.remaining is not None and quota.remaining < 1:
+                    empty.append(quota.reset)
+        return max(empty or every, default=None)
+
     def __bool__(self) -> bool:
         """False when the headers said nothing at all."""
         return bool(self.quotas()) or self.should_retry is not None or self.retry_after is not None
