@@ -4,15 +4,18 @@ No SDK is imported: errors are recognised by the attributes the SDKs give them (
 `response`, `body`, `code`, `type`, botocore's `response["Error"]["Code"]`, google-genai's
 `details`) and timeouts and dropped connections by class name, so OpenAI, Anthropic, Bedrock,
 Gemini, httpx, httpx2, requests and aiohttp errors are all classified without any of them
-installed. The taxonomy, strongest signal first:
+installed. A plain HTTP response, returned or raised by `raise_for_status()`, is read for its JSON
+error body when that body is in memory already (a stream is never read to classify it). The
+taxonomy, strongest signal first:
 
 - FATAL (`QuotaExhausted` raised at once): a quota or spend code in the body (OpenAI
   `insufficient_quota`, Anthropic `billing_error` and spend-limit codes, a 400 saying the credit
   balance is too low), a Gemini per-day quota, HTTP 402.
 - a Bedrock (botocore) error code, also in the lower camel case of its event streams: throttling
   codes THROTTLED, service and model faults FAILURE, validation and access errors IGNORED.
-- the HTTP status: 429 THROTTLED; 408, 409, 425 and 5xx (Anthropic's 529 included) FAILURE, as
-  the SDKs retry them; any other 4xx IGNORED.
+- the HTTP status, or without one the numeric `code` of the error body (OpenRouter's mid-stream
+  errors): 429 THROTTLED; 408, 409, 425, Groq's 498 (flex capacity) and 5xx (Anthropic's 529
+  included) FAILURE, as the SDKs retry them; any other 4xx IGNORED.
 - an error body without a status, or inside a stream (Anthropic raises those with the stream's
   status 200): by its error type, FAILURE when the type says nothing.
 - timeouts and connection errors (SDK, httpx, requests, aiohttp, botocore, builtin): FAILURE.
@@ -22,6 +25,9 @@ THROTTLED one IGNORED (the server says retrying cannot help, so it is not a thro
 either); `true` makes an IGNORED one a FAILURE. A FATAL verdict stands. An error the taxonomy does
 not know is looked for along its `__cause__` chain (`raise AppError(...) from sdk_error`), then
 left to `DefaultClassifier`.
+
+The retry hint: `retry-after-ms` or `Retry-After`, else Gemini's `RetryInfo`; for a throttle that
+names neither, the message's "try again in 20s", else the reset of the bucket that ran out.
 """
 
 from __future__ import annotations
