@@ -467,6 +467,69 @@ def test_concurrent_clients_share_the_bucket_atomically(clock: FakeClock) -> Non
     assert provider.tokens_charged == 20 * (7 + 16)
 
 
+# --- models ---------------------------------------------------------------------------------
+
+
+def test_openai_answers_another_providers_model_with_its_404(
+    sdk: Clients, clock: FakeClock
+) -> None:
+    with FakeProvider(requests=5, clock=clock) as provider:
+        client = sdk.of(provider).openai
+        provider.fail(503)  # the model is looked up first: the script waits for a known one
+        with pytest.raises(openai.NotFoundError) as missing:
+            chat(client, model="claude-3-5-haiku")
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="claude-x", messages=HELLO, stream=True)
+        with pytest.raises(openai.InternalServerError):
+            chat(client)
+        assert chat(client).headers["x-ratelimit-remaining-requests"] == "4"  # 404s cost nothing
+    assert missing.value.status_code == 404
+    assert missing.value.body == {
+        "message": "The model `claude-3-5-haiku` does not exist or you do not have access to it.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "model_not_found",
+    }
+    assert provider.statuses == {404: 2, 503: 1, 200: 1}
+    assert provider.received_by_model() == {"claude-3-5-haiku": 1, "claude-x": 1, "gpt-4o": 2}
+
+
+@pytest.mark.parametrize(
+    "model", ["gpt-4o", "o3-mini", "o1", "text-embedding-3-small", "ft:gpt-4o-mini:org::abc"]
+)
+def test_anthropic_answers_openais_models_with_its_404(sdk: Clients, model: str) -> None:
+    with FakeProvider() as provider, pytest.raises(anthropic.NotFoundError) as missing:
+        message(sdk.of(provider).anthropic, model=model)
+    assert missing.value.body == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": f"model: {model}"},
+    }
+
+
+def test_models_of_no_provider_are_served_by_both_unless_models_are_named(sdk: Clients) -> None:
+    """Without `models`, a name that is no provider's (a benchmark's "bench-model", a local
+    model behind an OpenAI-compatible gateway) is served; with it, only the dialect's own
+    models and the ones named are."""
+    with FakeProvider() as provider:
+        oa, an = sdk.of(provider)
+        chat(oa, model="bench-model")
+        message(an, model="bench-model")
+    with FakeProvider(models=["my-*", "claude-3-5-haiku"]) as provider:
+        oa, an = sdk.of(provider)
+        chat(oa, model="my-finetune")
+        message(an, model="my-finetune")
+        chat(oa, model="claude-3-5-haiku")  # named: a gateway serving it in OpenAI's dialect
+        chat(oa, model="gpt-4o-mini")
+        message(an, model="claude-x")
+        with pytest.raises(openai.NotFoundError):
+            chat(oa, model="bench-model")
+        with pytest.raises(anthropic.NotFoundError):
+            message(an, model="bench-model")
+        with pytest.raises(openai.NotFoundError):
+            chat(oa, model="claude-x")
+    assert provider.statuses == {200: 5, 404: 3}
+
+
 # --- scripted answers -----------------------------------------------------------------------
 
 
@@ -978,6 +1041,9 @@ def test_a_stopped_provider_can_start_again_and_not_twice(sdk: Clients) -> None:
         ({"tokens": -5}, "tokens"),
         ({"input_tokens": float("nan")}, "input_tokens"),
         ({"per_seconds": 0}, "per_seconds"),
+        ({"models": "gpt-4o"}, "models"),  # a name, not a list of them
+        ({"models": ["gpt-4o", ""]}, "models"),
+        ({"models": [None]}, "models"),
         ({"per_seconds": 3600}, "per_seconds"),  # no provider states an hourly limit
         ({"per_seconds": 7}, "per_seconds"),  # a slice that does not divide a minute
         ({"per_seconds": 0.5}, "per_seconds"),

@@ -38,6 +38,7 @@ class Anthropic:
 
     path = PATH
     request_id_header = "request-id"
+    own_models = ("claude-*",)
 
     def read(self, body: dict[str, Any]) -> Request:
         model = model_of(body)
@@ -59,6 +60,9 @@ class Anthropic:
 
     def bad_request(self, message: str, param: str | None) -> bytes:
         return self.error("invalid_request_error", message)
+
+    def model_not_found(self, model: str) -> bytes:
+        return self.error("not_found_error", f"model: {model}")
 
     def outage(self, status: int) -> bytes:
         kind = {529: "overloaded_error", 504: "timeout_error"}.get(status, "api_error")

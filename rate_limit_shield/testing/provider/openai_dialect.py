@@ -46,6 +46,7 @@ class OpenAI:
 
     path = PATH
     request_id_header = "x-request-id"
+    own_models = ("gpt-*", "chatgpt-*", "o[0-9]*", "text-embedding-*", "ft:*")
 
     def read(self, body: dict[str, Any]) -> Request:
         model = model_of(body)
@@ -70,6 +71,10 @@ class OpenAI:
 
     def bad_request(self, message: str, param: str | None) -> bytes:
         return self.error("invalid_request_error", message, param=param)
+
+    def model_not_found(self, model: str) -> bytes:
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        return self.error("invalid_request_error", message, code="model_not_found")
 
     def outage(self, status: int) -> bytes:
         return self.error("server_error", OUTAGE_MESSAGES.get(status, "Server error."))

@@ -16,13 +16,13 @@ import random
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
 from ...clock import SYSTEM_CLOCK, Clock
 from .buckets import WINDOWS, Bucket, charges, settle
-from .dialects import ANTHROPIC_PATH, DIALECTS, OPENAI_PATH, Dialect
+from .dialects import ANTHROPIC_PATH, DIALECTS, OPENAI_PATH, Dialect, serves
 from .transport import Server
 from .wire import (
     CONTEXT_WINDOW,
@@ -54,6 +54,14 @@ class _Script:
 
 
 _ANSWERS = ("fail", "quota", "context", "throttle")
+
+
+def _model_names(models: Iterable[str]) -> tuple[str, ...]:
+    """`models` as a tuple of names or glob patterns, each a non-empty string."""
+    names = None if isinstance(models, str) else tuple(models)
+    if names is None or not all(isinstance(name, str) and name for name in names):
+        raise ValueError(f"models: {models!r} must be a list of model names or glob patterns")
+    return names
 
 
 def _length_range(completion_tokens: object) -> tuple[int, int]:
@@ -116,6 +124,15 @@ class FakeProvider:
     Anything but POST to the two paths is a 404, a body that is not a JSON object or lacks a
     field the API requires a 400.
 
+    Models: each dialect answers a model it does not serve with its own 404 (OpenAI:
+    `model_not_found`; Anthropic: `not_found_error`), before any script or bucket, as in
+    production. It serves its own models (OpenAI: `gpt-*`, `chatgpt-*`, `o1`, `o3-mini`...,
+    `text-embedding-*`, `ft:*`; Anthropic: `claude-*`) and those `models` names (names or glob
+    patterns, served on both paths). Another provider's model, such as `claude-3-5-haiku` asked
+    of OpenAI, is not served unless named. A name of no provider's ("bench-model") is served
+    while `models` is None, so that tests and benchmarks with neutral names keep working; give
+    `models` to have the fake refuse every name but those.
+
     Scripting: each method changes the next `times` requests (to `path` and `model` only,
     when given), in the order scripted. `fail`, `insufficient_quota`, `context_length` and
     `throttle` answer instead of the buckets and charge nothing; `slow` delays, and
@@ -143,6 +160,7 @@ class FakeProvider:
         seed: int | None = None,
         stream_pace: float | None = None,
         clock: Clock | None = None,
+        models: Iterable[str] | None = None,
     ) -> None:
         amounts = {
             "requests": requests,
@@ -161,6 +179,7 @@ class FakeProvider:
             )
         if stream_pace is not None and not 0 < stream_pace < math.inf:
             raise ValueError(f"stream_pace: {stream_pace!r} must be a positive number or None")
+        self._models = None if models is None else _model_names(models)
         self._limits = {unit: float(a) for unit, a in amounts.items() if a is not None}
         self._per_seconds = float(per_seconds)
         self._lengths = _length_range(completion_tokens)
@@ -387,6 +406,9 @@ class FakeProvider:
         except BadRequest as error:
             body = dialect.bad_request(error.message, error.param)
             return self._sent(Reply(400, [request_id], body))
+        if not serves(dialect, request.model, self._models):
+            body = dialect.model_not_found(request.model)
+            return self._sent(Reply(404, [request_id], body))
         with self._lock:
             reply = self._reply(dialect, request, ident)
             slow = self._take(("slow",), path, request.model)
