@@ -35,7 +35,8 @@ class RetryPolicy:
     drawn from the backoff: ``full``: uniform(0, c); ``equal``: c/2 + uniform(0, c/2);
     ``decorrelated``: min(max_delay, uniform(base_delay, 3 x previous)); ``constant``:
     base_delay; ``none``: c, where c = min(max_delay, base_delay x multiplier**(n - 1)). A server
-    hint (Retry-After) is a floor for the delay, itself capped by `max_retry_after`.
+    hint (Retry-After) is a floor for the delay; a hint longer than `max_retry_after` or than the
+    time left stops the retries at once (see `hint_too_long`).
     `jitter=True` (the seed's flag) means ``full``, `jitter=False` means ``none``.
     """
 
@@ -115,17 +116,35 @@ class RetryPolicy:
     ) -> float | None:
         """The delay before the next attempt, or None when the schedule says stop.
 
-        Stops when the attempts are used up or when the delay would not end before the deadline
-        (`time_left` seconds away): it never plans a sleep past the deadline.
+        Stops when the attempts are used up, when the server's hint is too long to wait out
+        (`hint_too_long`), or when the delay would not end before the deadline (`time_left`
+        seconds away): it never plans a sleep past the deadline.
         """
         if attempts_made >= self.max_attempts:
             return None
         delay = self.delay_for(attempts_made, previous)
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_retry_after))
+            if retry_after > self.max_retry_after:
+                return None
+            delay = max(delay, retry_after)
         if delay >= time_left:
             return None
         return delay
+
+    def hint_too_long(self, retry_after: float | None, time_left: float) -> str | None:
+        """Why the server's hint ends the retries at once, or None when it can be waited out.
+
+        A hint longer than the `time_left` before the deadline, or than `max_retry_after`, is
+        not waited out in part: an attempt sent before the hint ends would be refused again, so
+        the caller is better told at once how long the server asked for.
+        """
+        if retry_after is None:
+            return None
+        if retry_after > time_left:
+            return f"more than the {time_left:.3f}s left"
+        if retry_after > self.max_retry_after:
+            return f"more than max_retry_after ({self.max_retry_after:g}s)"
+        return None
 
     def __repr__(self) -> str:
         return (

@@ -70,11 +70,31 @@ def test_next_delay_never_plans_past_the_deadline():
     assert policy.next_delay(2, 1.0, None, time_left=1.5) is None  # 2.0 > 1.5 left
 
 
-def test_server_hint_is_a_floor_capped_by_max_retry_after():
+def test_server_hint_is_a_floor_for_the_delay():
     policy = RetryPolicy(5, 1.0, jitter=False, max_retry_after=30.0)
     assert policy.next_delay(1, None, retry_after=7.0, time_left=math.inf) == 7.0
     assert policy.next_delay(1, None, retry_after=0.2, time_left=math.inf) == 1.0
-    assert policy.next_delay(1, None, retry_after=500.0, time_left=math.inf) == 30.0
+    assert policy.next_delay(1, None, retry_after=30.0, time_left=math.inf) == 30.0
+
+
+@pytest.mark.parametrize("hint", [30.001, 300.0, 3600.0])
+def test_a_hint_longer_than_max_retry_after_stops_at_once(hint):
+    # Waiting less than the server asked would only send a request it said it would refuse.
+    policy = RetryPolicy(5, 1.0, jitter=False, max_retry_after=30.0)
+    assert policy.next_delay(1, None, retry_after=hint, time_left=math.inf) is None
+    assert policy.hint_too_long(hint, math.inf) == "more than max_retry_after (30s)"
+
+
+def test_hint_too_long_names_the_time_left_first():
+    policy = RetryPolicy(5, 1.0, max_retry_after=60.0)
+    assert policy.hint_too_long(None, 1.0) is None
+    assert policy.hint_too_long(60.0, math.inf) is None
+    assert policy.hint_too_long(5.0, 5.0) is None  # exactly the time left: it may be waited out
+    assert policy.hint_too_long(5.0, 4.25) == "more than the 4.250s left"
+    assert policy.hint_too_long(300.0, 100.0) == "more than the 100.000s left"
+    assert RetryPolicy(max_retry_after=0).hint_too_long(0.5, math.inf) == (
+        "more than max_retry_after (0s)"
+    )
 
 
 @pytest.mark.parametrize(
