@@ -437,6 +437,31 @@ def test_groq_headers_and_a_429():
     assert info.retry_after == 2.0
 
 
+GROQ = {
+    "x-ratelimit-limit-requests": "1000",
+    "x-ratelimit-limit-tokens": "12000",
+    "x-ratelimit-remaining-requests": "999",
+    "x-ratelimit-remaining-tokens": "11990",
+    "x-ratelimit-reset-requests": "1m26.4s",
+    "x-ratelimit-reset-tokens": "50ms",
+}
+
+
+@pytest.mark.parametrize("marker", ["x-groq-region", "X-Groq-Region", "x-groq-id"])
+def test_groq_counts_requests_per_day(marker):
+    # Groq documents x-ratelimit-*-requests as requests per day, -tokens as tokens per minute.
+    info = RateLimitInfo.from_headers({**GROQ, marker: "us-east-1"})
+    assert info.requests == Quota(1000.0, 999.0, pytest.approx(86.4), per_seconds=86_400.0)
+    assert info.tokens == Quota(12000.0, 11990.0, pytest.approx(0.05))
+    assert info.tokens is not None and info.tokens.per_seconds is None
+
+
+def test_the_same_headers_without_a_groq_marker_keep_the_keys_window():
+    info = RateLimitInfo.from_headers({**GROQ, "openai-organization": "org-1"})
+    assert info.requests == Quota(1000.0, 999.0, pytest.approx(86.4))
+    assert info.requests is not None and info.requests.per_seconds is None
+
+
 def test_together_headers():
     info = RateLimitInfo.from_headers(
         {

@@ -140,6 +140,44 @@ def test_the_guide_tells_the_adaptive_pacer_of_throttles_and_successes() -> None
     assert limiter.rate_factor == 1.0
 
 
+GROQ = {  # requests per day (1000 of them), tokens per minute
+    "x-groq-region": "us-east-1",
+    "x-ratelimit-limit-requests": "1000",
+    "x-ratelimit-remaining-requests": "999",
+    "x-ratelimit-reset-requests": "1m26.4s",
+    "x-ratelimit-limit-tokens": "12000",
+    "x-ratelimit-remaining-tokens": "12000",
+}
+
+
+def test_a_per_day_limit_is_never_adopted_as_a_per_minute_one() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(2000, 60)], clock=clock)
+    Guide(limiter, clock=clock)(Outcome.SUCCESS, Response(200, GROQ))
+    assert limiter.available == pytest.approx(999)  # what is left today caps what goes now
+    clock.advance(60.0)
+    assert limiter.available == pytest.approx(2000)  # at 2000 a minute, not 1000
+
+
+def test_a_per_day_limit_is_held_to_a_daily_limit_of_the_key() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(2000, 60), Limit(1500, 86_400)], clock=clock)
+    Guide(limiter, clock=clock)(Outcome.SUCCESS, Response(200, GROQ))
+    clock.advance(3600.0)
+    assert limiter.levels() == {
+        "2000/60s requests": pytest.approx(2000),
+        "1500/86400s requests": pytest.approx(1000),  # Groq's 1000 a day, adopted
+    }
+
+
+def test_a_per_day_quota_with_nothing_left_holds_the_key_until_its_reset() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(2000, 60)], clock=clock)
+    gone = {**GROQ, "x-ratelimit-remaining-requests": "0"}
+    Guide(limiter, clock=clock)(Outcome.THROTTLED, Response(429, gone))
+    assert limiter.wait_time() == pytest.approx(86.4)
+
+
 def test_clamp_takes_rate_limit_info_of_every_unit() -> None:
     limits = [Limit(100, 60, "input_tokens"), Limit(50, 60, "output_tokens")]
     limiter = Limiter(limits, clock=FakeClock())

@@ -15,7 +15,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from email.message import Message
 from itertools import islice
@@ -28,6 +28,7 @@ MAX_PAIRS = 1000
 _Parser = Callable[[str], "float | None"]
 
 _MAX_SECONDS = float(2**31)
+_DAY = 86_400.0
 _EPOCH_SECONDS = 1e9  # a bare reset this large is a Unix timestamp (2001 on), not a delay
 _EPOCH_MILLISECONDS = 1e12
 
@@ -71,7 +72,8 @@ _MONTHS = {
 }
 
 # Where each provider reports each bucket, in order of preference: OpenAI, Azure OpenAI and Groq
-# (`x-ratelimit-*-requests|tokens`, resets as Go durations like "6m0s"), Anthropic
+# (`x-ratelimit-*-requests|tokens`, resets as Go durations like "6m0s"; Groq's requests are per
+# day), Anthropic
 # (`anthropic-ratelimit-*`, resets as RFC 3339 times), then Together (`x-ratelimit-*` for
 # requests with the reset in seconds, `x-tokenlimit-*` for tokens, no token reset).
 _SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
@@ -151,6 +153,9 @@ class Quota:
     limit: float | None
     remaining: float | None
     reset: float | None  # seconds from now until it is full again (>= 0)
+    per_seconds: float | None = None
+    """The window `limit` is counted over, where the provider's headers are known to count over
+    one of their own (Groq's requests: a day); None: the key's own window for the unit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +171,8 @@ class RateLimitInfo:
 
     @classmethod
     def from_headers(cls, headers: object, now: float | None = None) -> RateLimitInfo:
-        """Read OpenAI, Azure OpenAI, Groq, Together and Anthropic rate-limit headers.
+        """Read OpenAI, Azure OpenAI, Groq, Together and Anthropic rate-limit headers (Groq's
+        requests quota counted per day, see `Quota.per_seconds`).
 
         Resets may be Go durations or seconds ("6m0s", "7.66s", "20ms", "1"), RFC 3339 or HTTP
         dates, or bare numbers of at least 1e9, read as Unix timestamps (in milliseconds from
@@ -177,6 +183,9 @@ class RateLimitInfo:
         index = _index(headers)
         wall = _wall(now)
         quotas = {unit: _quota(index, sources, wall) for unit, sources in _SOURCES.items()}
+        requests = quotas["requests"]
+        if requests is not None and _from_groq(index):
+            quotas["requests"] = replace(requests, per_seconds=_DAY)
         flag = index.get("x-should-retry", "").lower()
         return cls(
             **quotas,
@@ -210,6 +219,15 @@ class RateLimitInfo:
     def __bool__(self) -> bool:
         """False when the headers said nothing at all."""
         return bool(self.quotas()) or self.should_retry is not None or self.retry_after is not None
+
+
+def _from_groq(index: dict[str, str]) -> bool:
+    """Whether Groq sent these headers: it counts `x-ratelimit-*-requests` per day where OpenAI,
+    which shares the names, counts per minute. Its edge adds `x-groq-*` headers (`x-groq-region`)
+    to every answer. Nothing else tells: `openai-organization` is missing from every
+    OpenAI-compatible server's answers too, and a daily bucket barely used is full again in
+    seconds, so its reset looks like a minute's."""
+    return any(name.startswith("x-groq-") for name in index)
 
 
 def _index(headers: object) -> dict[str, str]:
