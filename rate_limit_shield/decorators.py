@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from functools import partial
 from typing import (
@@ -30,6 +32,7 @@ from typing import (
 
 import wrapt
 
+from ._diagnostics import _outside_us
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
 from .errors import CircuitOpen, ConfigError, QuotaExhausted, RateLimited, add_note
@@ -69,6 +72,12 @@ _REFUSALS = (CircuitOpen, QuotaExhausted, RateLimited)
 """Refusals after which `@shielded` tries a fallback."""
 _GAVE_UP_ON = (Outcome.FAILURE, Outcome.THROTTLED)
 """Verdicts on the error a call ends with after which `@shielded` tries a fallback."""
+_RETRYING = ("shielded", "retry")
+"""Decorators whose retries an SDK client's own would multiply."""
+_UNWRAPPED_AT_MOST = 8
+"""Wrappers (`__wrapped__`) looked through for an SDK method: an SDK adds one or two."""
+_TOLD_OF_RETRIES: weakref.WeakSet[object] = weakref.WeakSet()
+"""SDK clients whose own retries a warning has told of."""
 
 Model = str | Callable[..., str]
 Resolve = Callable[[tuple[Any, ...], dict[str, Any]], Shield]
@@ -537,6 +546,8 @@ def _decorator(
                 f"@{name}: {fn.__qualname__} is a class, not a function; decorate the function "
                 "or method that makes the call instead"
             )
+        if name in _RETRYING:
+            _warn_of_sdk_retries(name, fn)
         if shared is not None:
             source, fallbacks = shared, None
         else:
@@ -549,6 +560,44 @@ def _decorator(
         return wrapt.FunctionWrapper(fn, wrapper)
 
     return decorate
+
+
+def _warn_of_sdk_retries(name: str, fn: Any) -> None:
+    """Warn, once per client, that `fn` is a method of an SDK client that retries by itself:
+    each of the decorator's attempts would be retried out of its sight, the SDK's sleeps holding
+    the call's rate permit and bulkhead slot, its 429s pausing no one."""
+    client = _sdk_client(fn)
+    retries = getattr(client, "max_retries", None)
+    if type(retries) is not int or retries <= 0:
+        return
+    try:
+        if client in _TOLD_OF_RETRIES:
+            return
+        _TOLD_OF_RETRIES.add(client)
+    except TypeError:  # a client that takes no weak reference is told each time
+        pass
+    warnings.warn(
+        f"rate_limit_shield: @{name} over {getattr(fn, '__qualname__', repr(fn))}, whose SDK "
+        f"client retries by itself (max_retries={retries}): the SDK retries each of the "
+        "shield's attempts out of its sight (its sleeps hold the call's rate permit and "
+        "bulkhead slot, its 429s pause no one). Make the client with max_retries=0 (or use "
+        "client.with_options(max_retries=0)), or use rls.shield_client(client), which does it "
+        "and shields every call of the client",
+        RuntimeWarning,
+        stacklevel=_outside_us(),
+    )
+
+
+def _sdk_client(fn: Any) -> Any:
+    """The SDK client (`_client`) of the resource whose bound method `fn` is, looking through
+    the wrappers an SDK adds (`with_raw_response`'s); None for anything else. A function's own
+    wrappers lack `self`: the search stops at the first object that has one."""
+    for _ in range(_UNWRAPPED_AT_MOST):
+        owner = getattr(fn, "__self__", None)
+        if owner is not None:
+            return getattr(owner, "_client", None)
+        fn = getattr(fn, "__wrapped__", None)
+    return None
 
 
 def _model_source(
