@@ -35,7 +35,8 @@ from ..registry import Registry
 __all__ = ["shield"]
 
 _RAW_RESPONSE = "X-Stainless-Raw-Response"
-"""The request option by which both SDKs ask for the raw response ("true") or a streamed one."""
+"""The request header by which both SDKs ask for a raw response ("true" or "raw", by SDK) or a
+streamed one ("stream")."""
 _COUNTING = ("/count_tokens", "/input_tokens")
 """Where the APIs count a prompt's tokens: such a call costs one request and no tokens."""
 _ONE_REQUEST: Cost = {"requests": 1}
@@ -81,7 +82,7 @@ class _Pipelines(NamedTuple):
         if options.url.partition("?")[0].endswith(_COUNTING):
             return self.counting
         headers = options.headers
-        if isinstance(headers, Mapping) and headers.get(_RAW_RESPONSE) in ("true", "stream"):
+        if isinstance(headers, Mapping) and headers.get(_RAW_RESPONSE):
             return self.raw
         return self.plain
 
