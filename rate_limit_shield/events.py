@@ -16,29 +16,40 @@ __all__ = [
     "Event",
     "Listener",
     "Listeners",
+    "SUCCEEDED",
+    "WAITED",
     "RETRY",
     "GAVE_UP",
     "REJECTED",
     "THROTTLED",
-    "SUCCEEDED",
+    "BREAKER",
     "FALLBACK",
     "FELL_BACK",
+    "BACKEND_DOWN",
+    "BACKEND_UP",
     "UNSETTLED",
 ]
 
 logger = logging.getLogger("rate_limit_shield")
 
-RETRY = "retry"  # an attempt failed and another follows after `delay`
+SUCCEEDED = "succeeded"  # an attempt succeeded (`attempt` > 1: after retries); `duration`
+WAITED = "waited"  # a call waited `delay` seconds for a rate permit, `limit` bound it
+RETRY = "retry"  # an attempt failed (`outcome`, `error`) and another follows after `delay`
 GAVE_UP = "gave_up"  # an attempt failed and no other follows; `error` is what is raised
-REJECTED = "rejected"  # the shield refused the call (rate limit, open circuit, full bulkhead)
-THROTTLED = "throttled"  # the server throttled: the key pauses for `delay` seconds
-SUCCEEDED = "succeeded"  # an attempt succeeded after earlier attempts failed
+REJECTED = "rejected"  # the shield refused the call (`error`: RateLimited, CircuitOpen, ...)
+THROTTLED = "throttled"  # the server throttled: the key pauses for `delay` s (`reason`: the hint)
+BREAKER = "breaker"  # the key's breaker went `transition` (old, new state), `reason` why
 FALLBACK = "fallback"  # `key` refused the call (`error`); it is made again with `fallback`
 FELL_BACK = "fell_back"  # `fallback` answered the call made for `key`
+BACKEND_DOWN = "backend_down"  # the shared backend failed (`error`); `reason`: what runs instead
+BACKEND_UP = "backend_up"  # the shared backend answers again after `delay` s down
 UNSETTLED = "unsettled"  # `key` reserves token estimates that no usage ever settles
 
 
 class Event(NamedTuple):
+    """One decision of the shield. `key` is the model key (or the shield's name); the other
+    fields are None where they do not apply to the `kind`."""
+
     kind: str
     key: str
     attempt: int
@@ -46,6 +57,14 @@ class Event(NamedTuple):
     outcome: Outcome | None = None
     error: BaseException | None = None
     fallback: str | None = None
+    duration: float | None = None
+    """Seconds the call took, first attempt to outcome (SUCCEEDED, GAVE_UP)."""
+    limit: str | None = None
+    """The limit that bound a wait or a refusal, as `str(Limit)` (e.g. "500/60s requests")."""
+    reason: str | None = None
+    """Why, in words: the hint a pause came from, what tripped a breaker."""
+    transition: tuple[str, str] | None = None
+    """A breaker's (old, new) state values (BREAKER)."""
 
 
 Listener = Callable[[Event], None]
