@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from ..registry import Registry, default_registry
-from . import stainless
+from . import bedrock, stainless
 
 __all__ = ["shield_client"]
 
@@ -21,6 +21,7 @@ C = TypeVar("C")
 _FAMILIES: dict[str, Callable[[Any, Registry], Any]] = {
     "openai": stainless.shield,
     "anthropic": stainless.shield,
+    "botocore": bedrock.shield,  # boto3's clients: Bedrock's runtime only
 }
 """What shields the clients of each SDK, by the SDK's top-level package."""
 
@@ -34,7 +35,8 @@ def shield_client(client: C, *, registry: Registry | None = None) -> C:
     every HTTP response it gets teach the model's key the provider's limits; usage settles token
     reservations, from parsed results, streams and raw responses alike. `client` itself is left
     as it was. For `openai` (`OpenAI`, `AsyncOpenAI`, `AzureOpenAI`) and `anthropic`
-    (`Anthropic`, `AsyncAnthropic`) clients.
+    (`Anthropic`, `AsyncAnthropic`) clients, and boto3 `bedrock-runtime` clients (see
+    `clients.bedrock`: their model calls, by `modelId`).
     """
     shield = _family(client)
     return cast(C, shield(client, registry if registry is not None else default_registry()))

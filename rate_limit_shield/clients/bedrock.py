@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 else:
     _Proxy = wrapt.ObjectProxy
 
-__all__ = ["SERVICE", "NO_RETRIES", "is_bedrock_runtime", "shield_bedrock", "bedrock_usage"]
+__all__ = ["SERVICE", "NO_RETRIES", "is_bedrock_runtime", "shield", "bedrock_usage"]
 
 SERVICE = "bedrock-runtime"
 NO_RETRIES = {"total_max_attempts": 1, "mode": "standard"}
@@ -69,17 +69,17 @@ def is_bedrock_runtime(client: object) -> bool:
     return getattr(model, "service_name", None) == SERVICE
 
 
-def shield_bedrock(client: Any, *, registry: Registry | None = None) -> Any:
+def shield(client: Any, registry: Registry) -> Any:
     """`client`, a boto3 `bedrock-runtime` client, with its model calls shielded by `modelId`.
 
     Everything else is the client's own. A client that retries its requests itself is warned of
-    (see the module's docstring): make it with `Config(retries=NO_RETRIES)`. A shielded client
-    is shielded afresh, never twice.
+    (see the module's docstring): make it with `Config(retries=NO_RETRIES)`.
     """
-    if isinstance(client, ShieldedBedrock):
-        client = client.__wrapped__
     if not is_bedrock_runtime(client):
-        raise TypeError(f"not a boto3 {SERVICE!r} client: {client!r}")
+        raise TypeError(
+            f"shield_client: {client!r} is a botocore client, but not of {SERVICE!r}, the only "
+            "AWS service whose calls it shields"
+        )
     attempts = _attempts(client)
     if attempts > 1:
         warnings.warn(
@@ -122,7 +122,7 @@ class ShieldedBedrock(_Proxy):
     invoke_model = _ModelCall()
     invoke_model_with_response_stream = _ModelCall()
 
-    def __init__(self, client: Any, registry: Registry | None) -> None:
+    def __init__(self, client: Any, registry: Registry) -> None:
         super().__init__(client)
         self._self_calls = {
             name: _shield(getattr(client, name), events, registry)
@@ -131,7 +131,7 @@ class ShieldedBedrock(_Proxy):
 
 
 def _shield(
-    method: Callable[..., Any], events: str | None, registry: Registry | None
+    method: Callable[..., Any], events: str | None, registry: Registry
 ) -> Callable[..., Any]:
     """`method` through the shield of each call's `modelId`; for a streaming call (whose answer
     keeps its events under `events`), with the stream guarded until it ends."""
