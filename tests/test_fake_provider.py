@@ -886,6 +886,113 @@ def test_a_broken_stream_is_charged_its_prompt_only(sdk: Clients, clock: FakeClo
         assert chat(client, model="m").headers["x-ratelimit-remaining-tokens"] == str(100 - 7 - 23)
 
 
+def openai_stream(client: openai.OpenAI) -> Any:
+    return client.chat.completions.create(
+        model="gpt-4o", messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
+
+
+def drain(stream: Any) -> tuple[list[Any], Exception | None]:
+    """The items a stream yields, and the error that ended it early (None if it did not)."""
+    items: list[Any] = []
+    try:
+        for item in stream:
+            items.append(item)
+    except Exception as error:
+        return items, error
+    return items, None
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+@pytest.mark.parametrize(("pace", "sleeps"), [(None, [1.5]), (20, [1.5, 0.05, 0.05])])
+def test_first_token_delay_is_the_time_to_the_first_token(
+    sdk: Clients, api: str, pace: float | None, sleeps: list[float]
+) -> None:
+    clock = FakeClock()
+    with FakeProvider(
+        completion_tokens=3, stream_pace=pace, first_token_delay=1.5, clock=clock
+    ) as provider:
+        client = sdk.of(provider)
+        if api == "openai":
+            text = "".join(
+                c.choices[0].delta.content or "" for c in openai_stream(client.openai) if c.choices
+            )
+        else:
+            events = message(client.anthropic, stream=True).parse()
+            text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
+    assert text == "ok ok ok"
+    assert clock.sleeps == pytest.approx(sleeps)
+
+
+def test_the_first_token_waits_while_the_head_is_already_read(sdk: Clients) -> None:
+    """The head (the role chunk) comes at once; the first token `first_token_delay` later; the
+    stream's charge is settled once its last token is written, not before."""
+    clock = GatedClock()
+    with FakeProvider(
+        tokens=600, completion_tokens=2, stream_pace=10, first_token_delay=1, clock=clock
+    ) as provider:
+        client = sdk.of(provider).openai
+        stream = client.chat.completions.create(
+            model="gpt-4o", messages=HELLO, max_tokens=50, stream=True
+        )
+        assert next(stream).choices[0].delta.role == "assistant"
+        clock.gate.release()
+        assert next(stream).choices[0].delta.content == "ok"
+        assert clock.monotonic() == 1
+        during = chat(client).headers["x-ratelimit-remaining-tokens"]  # 7 + 50 still held
+        clock.gate.release()
+        list(stream)
+        assert clock.monotonic() == pytest.approx(1.1)
+        after = chat(client).headers["x-ratelimit-remaining-tokens"]
+    assert during == str(600 - 57 - 9 + 10)  # 10 refilled in the second
+    assert int(after) == 600 - 57 - 9 + 10 - 9 + 1 + 48  # 1 refilled, 48 of 57 given back
+
+
+def test_openai_stream_error_after_n_events(sdk: Clients, clock: FakeClock) -> None:
+    with FakeProvider(tokens=100, completion_tokens=5, clock=clock) as provider:
+        client = sdk.of(provider).openai
+        provider.stream_error(after=3)
+        received, broken = drain(openai_stream(client))
+        remaining = chat(client).headers["x-ratelimit-remaining-tokens"]
+    assert [c.choices[0].delta.content for c in received] == ["", "ok", " ok"]
+    assert isinstance(broken, openai.APIError)
+    assert remaining == str(100 - (7 + 2) - (7 + 5))  # charged the two tokens it sent
+    assert provider.tokens_charged == 7 + 5  # only the answer that succeeded
+
+
+def test_anthropic_stream_error_after_n_events(sdk: Clients) -> None:
+    with FakeProvider(completion_tokens=5) as provider:
+        provider.stream_error(after=3)
+        received, broken = drain(message(sdk.of(provider).anthropic, stream=True).parse())
+    assert [event.type for event in received] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+    ]
+    assert isinstance(broken, anthropic.APIStatusError)
+    assert broken.type == "overloaded_error"
+
+
+def test_a_stream_error_after_every_event_comes_before_the_last(sdk: Clients) -> None:
+    """`after` beyond the stream's length breaks it at its very end: the answer and its usage
+    arrive, then the error instead of `data: [DONE]`."""
+    with FakeProvider(completion_tokens=2) as provider:
+        provider.stream_error(after=1000)
+        received, broken = drain(openai_stream(sdk.of(provider).openai))
+    assert received[-1].usage.completion_tokens == 2
+    assert isinstance(broken, openai.APIError)
+
+
+def test_a_paced_stream_breaks_when_its_next_event_was_due(sdk: Clients) -> None:
+    clock = FakeClock()
+    with FakeProvider(completion_tokens=5, stream_pace=10, clock=clock) as provider:
+        provider.stream_error(after=2)  # the role chunk and one token
+        received, broken = drain(openai_stream(sdk.of(provider).openai))
+    assert len(received) == 2
+    assert isinstance(broken, openai.APIError)
+    assert clock.sleeps == pytest.approx([0.1, 0.1])  # the error came with the second token
+
+
 # --- protocol, counters, lifecycle -----------------------------------------------------------
 
 
@@ -1057,6 +1164,9 @@ def test_a_stopped_provider_can_start_again_and_not_twice(sdk: Clients) -> None:
         ({"stream_pace": 0}, "stream_pace"),
         ({"stream_pace": float("inf")}, "stream_pace"),
         ({"stream_pace": float("nan")}, "stream_pace"),
+        ({"first_token_delay": -1}, "first_token_delay"),
+        ({"first_token_delay": float("inf")}, "first_token_delay"),
+        ({"first_token_delay": float("nan")}, "first_token_delay"),
     ],
 )
 def test_bad_settings_are_value_errors_naming_them(options: dict[str, Any], named: str) -> None:
@@ -1076,6 +1186,10 @@ def test_bad_scripts_are_value_errors_naming_them() -> None:
         provider.slow(-1)
     with pytest.raises(ValueError, match="retry_after"):
         provider.throttle(float("nan"))
+    with pytest.raises(ValueError, match="after"):
+        provider.stream_error(after=0)
+    with pytest.raises(ValueError, match="after"):
+        provider.stream_error(after=1.5)  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True)

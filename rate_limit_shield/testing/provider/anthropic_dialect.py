@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .buckets import UNITS, Bucket
+from .streams import Steps
 from .wire import (
     CONTEXT_WINDOW,
     GARBAGE,
@@ -21,7 +22,6 @@ from .wire import (
     positive_int,
     prompt_tokens,
     rfc3339,
-    stream_parts,
 )
 
 __all__ = ["PATH", "Anthropic"]
@@ -139,25 +139,35 @@ class Anthropic:
     def completion(self, answer: Completion) -> bytes:
         return dumps(self._message(answer, done=True))
 
-    def stream(self, answer: Completion, *, broken: bool) -> list[bytes]:
-        def event(kind: str, **data: Any) -> bytes:
-            return f"event: {kind}\ndata: ".encode() + dumps({"type": kind, **data}) + b"\n\n"
-
-        start = event("message_start", message=self._message(answer, done=False))
-        if broken:
-            error = {"type": "overloaded_error", "message": OUTAGE_MESSAGES[529]}
-            return [start + event("error", error=error)]
+    def stream(self, answer: Completion) -> Steps:
+        """The events by step: message_start and content_block_start, then each token's
+        delta, the block's stop, message_delta and message_stop with the last."""
         block = {"type": "text", "text": ""}
-        end = event(
-            "message_delta",
-            delta={"stop_reason": self._stop_reason(answer), "stop_sequence": None},
-            usage={"output_tokens": len(answer.words)},
-        )
-        return stream_parts(
-            start + event("content_block_start", index=0, content_block=block),
+        steps = [
             [
-                event("content_block_delta", index=0, delta={"type": "text_delta", "text": w})
-                for w in answer.words
+                _event("message_start", message=self._message(answer, done=False)),
+                _event("content_block_start", index=0, content_block=block),
             ],
-            event("content_block_stop", index=0) + end + event("message_stop"),
-        )
+            *(
+                [_event("content_block_delta", index=0, delta={"type": "text_delta", "text": w})]
+                for w in answer.words
+            ),
+        ]
+        steps[-1] += [
+            _event("content_block_stop", index=0),
+            _event(
+                "message_delta",
+                delta={"stop_reason": self._stop_reason(answer), "stop_sequence": None},
+                usage={"output_tokens": len(answer.words)},
+            ),
+            _event("message_stop"),
+        ]
+        return steps
+
+    def stream_error(self) -> bytes:
+        """What breaks a stream under way: an overloaded_error event."""
+        return _event("error", error={"type": "overloaded_error", "message": OUTAGE_MESSAGES[529]})
+
+
+def _event(kind: str, **data: Any) -> bytes:
+    return f"event: {kind}\ndata: ".encode() + dumps({"type": kind, **data}) + b"\n\n"

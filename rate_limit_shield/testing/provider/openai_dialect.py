@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .buckets import Bucket
+from .streams import Steps
 from .wire import (
     CONTEXT_WINDOW,
     GARBAGE,
@@ -20,7 +21,6 @@ from .wire import (
     number,
     positive_int,
     prompt_tokens,
-    stream_parts,
 )
 
 __all__ = ["PATH", "OpenAI"]
@@ -162,7 +162,9 @@ class OpenAI:
             }
         )
 
-    def stream(self, answer: Completion, *, broken: bool) -> list[bytes]:
+    def stream(self, answer: Completion) -> Steps:
+        """The chunks by step: each choice's role, then each token (a choice's last with its
+        finish), the usage chunk if asked for and `[DONE]` with the very last."""
         request = answer.request
         head: dict[str, Any] = {
             "id": f"chatcmpl-{answer.ident}",
@@ -179,13 +181,15 @@ class OpenAI:
         def delta(index: int, content: dict[str, str], finish: str | None = None) -> bytes:
             return chunk([{"index": index, "delta": content, "finish_reason": finish}])
 
-        roles = [delta(i, {"role": "assistant", "content": ""}) for i in range(request.choices)]
-        if broken:
-            return [roles[0] + b"data: " + self.outage(500) + b"\n\n"]
-        tokens: list[bytes] = []
+        steps = [[delta(i, {"role": "assistant", "content": ""}) for i in range(request.choices)]]
         for index in range(request.choices):
-            words = [delta(index, {"content": word}) for word in answer.words]
-            words[-1] += delta(index, {}, "length" if answer.cut else "stop")
-            tokens += words
-        usage = chunk([], usage=self._usage(answer)) if request.include_usage else b""
-        return stream_parts(b"".join(roles), tokens, usage + b"data: [DONE]\n\n")
+            steps += [[delta(index, {"content": word})] for word in answer.words]
+            steps[-1].append(delta(index, {}, "length" if answer.cut else "stop"))
+        if request.include_usage:
+            steps[-1].append(chunk([], usage=self._usage(answer)))
+        steps[-1].append(b"data: [DONE]\n\n")
+        return steps
+
+    def stream_error(self) -> bytes:
+        """What breaks a stream under way: an error chunk, which the SDK raises as APIError."""
+        return b"data: " + self.outage(500) + b"\n\n"

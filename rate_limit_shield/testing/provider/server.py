@@ -23,6 +23,7 @@ from typing import Any
 from ...clock import SYSTEM_CLOCK, Clock
 from .buckets import WINDOWS, Bucket, charges, settle
 from .dialects import ANTHROPIC_PATH, DIALECTS, OPENAI_PATH, Dialect, serves
+from .streams import timeline
 from .transport import Server
 from .wire import (
     CONTEXT_WINDOW,
@@ -117,10 +118,13 @@ class FakeProvider:
     tokens, "ok" words (finish "length" / "max_tokens" when cut short), where the length is
     `completion_tokens`, or, for a (shortest, longest) pair, drawn uniformly from that range
     by `random.Random(seed)` for each request admitted, in order (refusals draw nothing).
-    `stream=True` sends the API's real SSE sequence in one body with a Content-Length; with
-    `stream_pace` (tokens per second), as a model generates it: the first event at once, then
-    each token's event 1/stream_pace seconds after the last on `clock`, and the end with the
-    last token; `stop` cuts a stream under way short.
+    `stream=True` sends the API's real SSE sequence, event by event as a model generates it:
+    the head (OpenAI's role chunks; Anthropic's message_start and content_block_start) at once,
+    the first token `first_token_delay` seconds later, each next token 1/`stream_pace` seconds
+    after the last (tokens per second), and the end with the last token, on `clock`. Without
+    `stream_pace` the tokens come together; `first_token_delay` defaults to one token's time
+    (none without a pace). Events due at once go in one write; `stop` cuts a stream under way
+    short.
     Anything but POST to the two paths is a 404, a body that is not a JSON object or lacks a
     field the API requires a 400.
 
@@ -137,8 +141,9 @@ class FakeProvider:
     when given), in the order scripted. `fail`, `insufficient_quota`, `context_length` and
     `throttle` answer instead of the buckets and charge nothing; `slow` delays, and
     `malformed_headers` garbles, whatever the answer is; `stream_error` breaks the next
-    streamed successes after their first event (Anthropic: `event: error` overloaded_error;
-    OpenAI: a `data: {"error": ...}` chunk); such a stream is charged its prompt only.
+    streamed successes after their first `after` events, when the next one was due (Anthropic:
+    `event: error` overloaded_error; OpenAI: a `data: {"error": ...}` chunk); such a stream is
+    charged its prompt and the tokens it sent.
 
     Counters (thread-safe, updated before the answer is sent): `received`, `statuses`,
     `tokens_charged` (prompt + completion tokens of successful answers), `received_by_model()`,
@@ -161,6 +166,7 @@ class FakeProvider:
         stream_pace: float | None = None,
         clock: Clock | None = None,
         models: Iterable[str] | None = None,
+        first_token_delay: float | None = None,
     ) -> None:
         amounts = {
             "requests": requests,
@@ -179,12 +185,17 @@ class FakeProvider:
             )
         if stream_pace is not None and not 0 < stream_pace < math.inf:
             raise ValueError(f"stream_pace: {stream_pace!r} must be a positive number or None")
+        if first_token_delay is not None and not 0 <= first_token_delay < math.inf:
+            raise ValueError(
+                f"first_token_delay: {first_token_delay!r} must be a number of seconds or None"
+            )
         self._models = None if models is None else _model_names(models)
         self._limits = {unit: float(a) for unit, a in amounts.items() if a is not None}
         self._per_seconds = float(per_seconds)
         self._lengths = _length_range(completion_tokens)
         self._random = random.Random(seed)
-        self._stream_pace = stream_pace
+        self._interval = 0.0 if stream_pace is None else 1 / stream_pace
+        self._first_token = self._interval if first_token_delay is None else first_token_delay
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self._lock = threading.Lock()
         self._buckets: dict[str, dict[str, Bucket]] = {}
@@ -317,10 +328,18 @@ class FakeProvider:
         self._script("garble", 0.0, times, path, model)
 
     def stream_error(
-        self, *, times: int = 1, path: str | None = None, model: str | None = None
+        self,
+        *,
+        after: int = 1,
+        times: int = 1,
+        path: str | None = None,
+        model: str | None = None,
     ) -> None:
-        """Break the next streamed successful answers after their first event."""
-        self._script("stream_error", 0.0, times, path, model)
+        """Break the next streamed successful answers after their first `after` events (at
+        most all but the last), when the next one was due."""
+        if isinstance(after, bool) or not isinstance(after, int) or after < 1:
+            raise ValueError(f"after: {after!r} must be a positive number of events")
+        self._script("stream_error", after, times, path, model)
 
     def _script(
         self, kind: str, arg: float, times: int, path: str | None, model: str | None
@@ -465,15 +484,6 @@ class FakeProvider:
             )
         length = self._random.randint(*self._lengths)  # drawn once admitted
         per_choice = min(request.max_tokens or length, length)
-        broken = (
-            request.stream
-            and self._take(("stream_error",), dialect.path, request.model) is not None
-        )
-        completion = 0 if broken else per_choice * request.choices
-        settled = charges(request.prompt_tokens, completion)
-        change = {unit: admission[unit] - settled[unit] for unit in buckets}
-        if not broken:
-            self._tokens_charged += request.prompt_tokens + completion
         answer = Completion(
             request=request,
             ident=ident,
@@ -481,26 +491,47 @@ class FakeProvider:
             words=["ok" if i == 0 else " ok" for i in range(per_choice)],
             cut=per_choice < length,
         )
-        parts = dialect.stream(answer, broken=broken) if request.stream else []
-        if self._stream_pace is None or not parts:
-            settle(buckets, change)
-        else:  # a paced stream is settled when its last part is written
-            done = now + (len(parts) - 1) / self._stream_pace
-            heapq.heappush(self._settles, (done, next(self._order), request.model, change))
-        headers = dialect.limit_headers(buckets, wall)
         if not request.stream:
-            return Reply(200, headers, dialect.completion(answer))
-        events = "text/event-stream; charset=utf-8"
-        if self._stream_pace is None:
-            return Reply(200, headers, b"".join(parts), content_type=events)
+            self._use(request, buckets, admission, per_choice * request.choices, now, True)
+            return Reply(200, dialect.limit_headers(buckets, wall), dialect.completion(answer))
+        broken = self._take(("stream_error",), dialect.path, request.model)
+        stream = timeline(
+            dialect.stream(answer),
+            first_token=self._first_token,
+            interval=self._interval,
+            error=None if broken is None else dialect.stream_error(),
+            after=0 if broken is None else int(broken.arg),
+        )
+        self._use(request, buckets, admission, stream.tokens, now + stream.lasts, broken is None)
+        (_, head), *later = stream.writes
         return Reply(
             200,
-            headers,
-            parts[0],
-            content_type=events,
-            paced=tuple(parts[1:]),
-            interval=1 / self._stream_pace,
+            dialect.limit_headers(buckets, wall),
+            head,
+            content_type="text/event-stream; charset=utf-8",
+            later=tuple(later),
         )
+
+    def _use(
+        self,
+        request: Request,
+        buckets: dict[str, Bucket],
+        admission: dict[str, float],
+        completion: int,
+        done: float,
+        answered: bool,
+    ) -> None:
+        """Settle an admitted request's charge to its prompt and the `completion` tokens it was
+        sent, once they are all written (at `done`), and count an `answered` one's tokens.
+        Called under the lock."""
+        used = charges(request.prompt_tokens, completion)
+        change = {unit: admission[unit] - used[unit] for unit in buckets}
+        if answered:
+            self._tokens_charged += request.prompt_tokens + completion
+        if done <= self._clock.monotonic():
+            settle(buckets, change)
+        else:
+            heapq.heappush(self._settles, (done, next(self._order), request.model, change))
 
     def _buckets_of(self, model: str, now: float) -> dict[str, Bucket]:
         """The model's buckets refilled to `now`, made full on the model's first request."""
@@ -557,13 +588,13 @@ class FakeProvider:
         hints = retry_after_headers(script.arg)
         return Reply(429, [*hints, *headers], dialect.throttled("requests", message))
 
-    def _write_paced(self, write: Callable[[bytes], object], reply: Reply) -> None:
-        """Write each paced part `interval` after the previous one on the provider's clock, by
-        deadlines, so that late wake-ups do not add up. `stop` ends it by closing the connection:
-        the next write fails."""
+    def _write_later(self, write: Callable[[bytes], object], reply: Reply) -> None:
+        """Write each later part when it is due on the provider's clock, counted from now (the
+        body was just written), by deadlines, so that late wake-ups do not add up. `stop` ends
+        it by closing the connection: the next write fails."""
         started = self._clock.monotonic()
-        for count, part in enumerate(reply.paced, 1):
-            wait = started + count * reply.interval - self._clock.monotonic()
+        for due, part in reply.later:
+            wait = started + due - self._clock.monotonic()
             if wait > 0:
                 self._clock.sleep(wait)
             write(part)

@@ -72,9 +72,10 @@ class _Handler(BaseHTTPRequestHandler):
         if "Transfer-Encoding" in self.headers or not length.isdigit():
             self.send_header("Connection", "close")  # a body left unread ends the connection
         self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body) + sum(map(len, reply.paced))))
+        size = len(reply.body) + sum(len(part) for _, part in reply.later)
+        self.send_header("Content-Length", str(size))
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(reply.body)
-        provider._write_paced(self.wfile.write, reply)
+        provider._write_later(self.wfile.write, reply)

@@ -26,7 +26,6 @@ __all__ = [
     "prompt_tokens",
     "retry_after_headers",
     "rfc3339",
-    "stream_parts",
 ]
 
 Headers = list[tuple[str, str]]
@@ -71,15 +70,15 @@ class Request(NamedTuple):
 
 
 class Reply(NamedTuple):
-    """An answer; a paced stream sends `body` at once, then each of `paced` `interval` later."""
+    """An answer: `body` at once, after a real `delay`, then each of `later` at its seconds
+    after the body on the provider's clock (a stream's events, as they are generated)."""
 
     status: int
     headers: Headers
     body: bytes
     delay: float = 0.0
     content_type: str = "application/json"
-    paced: tuple[bytes, ...] = ()
-    interval: float = 0.0
+    later: tuple[tuple[float, bytes], ...] = ()
 
 
 class Completion(NamedTuple):
@@ -126,14 +125,6 @@ def retry_after_headers(seconds: float) -> Headers:
 
 def dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
-
-
-def stream_parts(head: bytes, tokens: list[bytes], tail: bytes) -> list[bytes]:
-    """A stream as it is generated: `head` at once, then one part per token, `tail` with the
-    last one."""
-    parts = [head, *tokens]
-    parts[-1] += tail
-    return parts
 
 
 def _text_of(content: object) -> str:
