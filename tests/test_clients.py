@@ -363,7 +363,7 @@ def test_calls_naming_no_model_pass_through(session: Session) -> None:
 
 
 def test_a_client_of_an_unknown_sdk_is_refused() -> None:
-    with pytest.raises(TypeError, match="anthropic, openai"):
+    with pytest.raises(TypeError, match="anthropic, botocore, openai"):
         rls.shield_client(object())
 
 
