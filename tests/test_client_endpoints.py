@@ -1,5 +1,5 @@
 """`rls.shield_client` on the endpoints FakeProvider does not serve: OpenAI responses (and their
-stream helper), completions and embeddings, Anthropic's token count.
+stream helper), completions and embeddings, Anthropic's token count, and Azure OpenAI's.
 
 The real SDK clients, sync and async, send through their real HTTP client to a scripted
 transport (`Endpoints`) that answers each endpoint as the API does, with its rate-limit headers;
@@ -69,6 +69,12 @@ def _answer(path: str, body: dict[str, Any]) -> httpx2.Response:
         return httpx2.Response(200, json={"object": "list", "data": data, "model": model,
                                           "usage": {"prompt_tokens": INPUT_TOKENS,
                                                     "total_tokens": INPUT_TOKENS}})  # fmt: skip
+    if path.endswith("/chat/completions"):  # Azure's, by deployment
+        message = {"role": "assistant", "content": ANSWER}
+        choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
+        return httpx2.Response(200, json={"id": "chat_1", "object": "chat.completion",
+                                          "created": 0, "model": model, "choices": [choice],
+                                          "usage": usage})  # fmt: skip
     if path == "/v1/messages/count_tokens":
         return httpx2.Response(200, json={"input_tokens": INPUT_TOKENS})
     return httpx2.Response(404, json={"error": {"message": f"{path}: not found"}})
@@ -250,3 +256,24 @@ def test_the_answer_settles_its_tokens_and_its_headers_hold_the_key(
         tokens = {"1000/60s input_tokens": 1000 - used[0], "500/60s output_tokens": 500 - used[1]}
     assert clock.monotonic() == 0.0  # nothing refilled meanwhile
     assert levels(model) == pytest.approx({"60/60s requests": REMAINING, **tokens})
+
+
+def test_an_azure_client_is_shielded_by_the_deployment_it_names(clock: FakeClock) -> None:
+    rls.configure({"gpt-a": {"rpm": 60}})
+    endpoints = Endpoints()
+    azure = openai.AzureOpenAI(
+        azure_endpoint="http://provider.test",
+        api_key="test",
+        api_version="2024-10-21",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(endpoints.handle)),
+    )
+    client = rls.shield_client(azure)
+    endpoints.throttle(2.0)
+
+    reply = client.chat.completions.create(model="gpt-a", messages=HELLO, max_tokens=100)
+
+    assert isinstance(client, openai.AzureOpenAI)
+    assert reply.choices[0].message.content == ANSWER
+    assert endpoints.received == ["/openai/deployments/gpt-a/chat/completions"] * 2
+    assert len(clock.sleeps) == 1 and clock.sleeps[0] >= 2.0
+    assert levels("gpt-a") == {"60/60s requests": REMAINING}

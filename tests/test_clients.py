@@ -341,6 +341,20 @@ def test_its_copies_are_shielded_too(session: Session) -> None:
     assert session.provider.received == 0
 
 
+def test_a_shielded_client_shielded_again_is_shielded_once(session: Session) -> None:
+    """Shielding again makes a copy of the caller's client shielded once: a 429 is retried once,
+    not by a shield within a shield."""
+    model = session.flavour.models[0]
+    rls.configure({model: {"retry": {"attempts": 2}}})
+    client = rls.shield_client(shielded(session))
+    session.provider.throttle(2.0, times=2)
+
+    with pytest.raises(session.flavour.sdk.RateLimitError):
+        answer(session, client, forms_of(session.flavour)[0], model)
+
+    assert session.provider.statuses == {429: 2}
+
+
 def test_a_copy_that_would_retry_by_itself_is_refused(session: Session) -> None:
     client = shielded(session)
 
