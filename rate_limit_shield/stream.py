@@ -1,12 +1,13 @@
 """Streams through the shield: retried only before the first item, held until they end.
 
 A call that returns a generator, an async generator or an SDK stream (a class named `Stream` or
-`AsyncStream`, as the OpenAI and Anthropic SDKs and their kin name theirs) has not finished when
-it returns. The shield takes the first item inside the attempt, so that a stream failing before
-it delivers anything is retried like any failed call, then hands the caller a guard that holds
-the breaker permit and the bulkhead slot until the stream ends, fails or is closed, and reports
-that end once. Other iterators (files, cursors) are plain results: taking an item from them would
-change what the caller reads.
+`AsyncStream`, as the OpenAI and Anthropic SDKs and their kin name theirs, or litellm's
+`CustomStreamWrapper`, read either way) has not finished when it returns. The shield takes the
+first item inside the attempt, so that a stream failing before it delivers anything is retried
+like any failed call, then hands the caller a guard that holds the breaker permit and the
+bulkhead slot until the stream ends, fails or is closed, and reports that end once. Other
+iterators (files, cursors) are plain results: taking an item from them would change what the
+caller reads.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "PLAIN",
     "SYNC",
     "ASYNC",
+    "BOTH",
     "END",
     "KINDS",
     "OnEnd",
@@ -38,7 +40,10 @@ __all__ = [
     "afirst_item",
 ]
 
-PLAIN, SYNC, ASYNC = 1, 2, 3  # all true, so that `KINDS.get(cls) or kind_of(cls)` works
+PLAIN, SYNC, ASYNC = 1, 2, 4  # bits, all true, so that `KINDS.get(cls) or kind_of(cls)` works
+BOTH = SYNC | ASYNC
+"""A stream class read either way (litellm's `CustomStreamWrapper`): a sync call's answer is a
+sync stream, an async call's an async one; test a kind with `kind & SYNC` or `kind & ASYNC`."""
 END: Any = object()
 """What `first_item` returns for a stream that ended before its first item."""
 
@@ -67,6 +72,8 @@ def _sdk_stream_kind(cls: type) -> int:
         return SYNC
     if "AsyncStream" in names and hasattr(cls, "__anext__"):
         return ASYNC
+    if "CustomStreamWrapper" in names and hasattr(cls, "__next__") and hasattr(cls, "__anext__"):
+        return BOTH
     return PLAIN
 
 

@@ -35,13 +35,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Container, Mapping
+from itertools import islice
 from typing import Any
 
 from .._bounded import CLASS_CACHE_MAX, remember
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import ConfigError, QuotaExhausted, ShieldError
 from ..outcome import SUCCESS, DefaultClassifier, Outcome, Verdict
-from .headers import RateLimitInfo, parse_duration
+from .headers import MAX_PAIRS, RateLimitInfo, parse_duration
 
 __all__ = ["status_of", "headers_of", "LLMClassifier"]
 
@@ -180,6 +181,7 @@ _TRY_AGAIN = re.compile(
     rf"((?:{_AMOUNT}(?:ms|us|\u00b5s|\u03bcs|ns|h|m|s))+)(?![a-z])|({_AMOUNT})\s*sec)",
     re.IGNORECASE,
 )
+_LITELLM_PREFIX = "llm_provider-"
 _BODY_MAX = 65536  # bytes of an error body read at most: error bodies are small
 _MAX_CAUSES = 8  # how far along a `__cause__` chain the taxonomy looks
 _PLAIN_RESULT_CLASSES: dict[type, bool] = {}
@@ -214,17 +216,35 @@ def headers_of(obj: object) -> object | None:
     """The response headers an error or response carries, else None.
 
     `obj.headers`, then `obj.response.headers`, then botocore's
-    `response["ResponseMetadata"]["HTTPHeaders"]`: any container `headers.header` reads.
+    `response["ResponseMetadata"]["HTTPHeaders"]`, then those litellm keeps on its answers and
+    streams in `_hidden_params["additional_headers"]`: any container `headers.header` reads.
     """
     headers = _attr(obj, "headers")
     if headers is not None:
         return headers
     response = _attr(obj, "response")
     if response is None or response is obj:
-        return None
+        return _litellm_headers(obj)
     if isinstance(response, Mapping):
         return _item(response, "ResponseMetadata", "HTTPHeaders")
     return _attr(response, "headers")
+
+
+def _litellm_headers(obj: object) -> list[tuple[object, object]] | None:
+    """The provider's headers litellm keeps: the OpenAI rate-limit ones by their own names, and
+    all of them under an `llm_provider-` prefix (Anthropic's only there), read without it. An
+    answer without any gives an empty list, so that its class is not taken for one that never
+    carries headers."""
+    hidden = _attr(obj, "_hidden_params")
+    if not isinstance(hidden, Mapping):
+        return None
+    kept = hidden.get("additional_headers")
+    if not isinstance(kept, Mapping):
+        return []
+    return [
+        (name.removeprefix(_LITELLM_PREFIX) if isinstance(name, str) else name, value)
+        for name, value in islice(kept.items(), MAX_PAIRS)
+    ]
 
 
 class LLMClassifier:
