@@ -44,7 +44,7 @@ from ..errors import ConfigError, QuotaExhausted, ShieldError
 from ..outcome import SUCCESS, DefaultClassifier, Outcome, Verdict
 from .headers import MAX_PAIRS, RateLimitInfo, parse_duration
 
-__all__ = ["status_of", "headers_of", "LLMClassifier"]
+__all__ = ["status_of", "headers_of", "loaded_json", "LLMClassifier"]
 
 _FAILURE = Outcome.FAILURE
 _THROTTLED = Outcome.THROTTLED
@@ -182,7 +182,8 @@ _TRY_AGAIN = re.compile(
     re.IGNORECASE,
 )
 _LITELLM_PREFIX = "llm_provider-"
-_BODY_MAX = 65536  # bytes of an error body read at most: error bodies are small
+_ERROR_BODY_MAX = 65536
+"""Bytes of an error body read at most: error bodies are small."""
 _MAX_CAUSES = 8  # how far along a `__cause__` chain the taxonomy looks
 _PLAIN_RESULT_CLASSES: dict[type, bool] = {}
 """Result classes seen without an HTTP status (SDK models, dicts, strings): not looked at again."""
@@ -456,19 +457,20 @@ def _body(subject: object, raised: BaseException | None) -> Mapping[Any, Any] | 
         body = _attr(subject, name)
         if isinstance(body, Mapping):
             return body
-    return _loaded_json(subject if raised is None else _attr(subject, "response"))
+    return loaded_json(subject if raised is None else _attr(subject, "response"))
 
 
-def _loaded_json(response: object) -> Mapping[Any, Any] | None:
-    """The JSON object of an HTTP response whose body is in memory: httpx, httpx2 and requests
-    keep it in `_content` once read, aiohttp in `_body`. A body not read yet is left alone, since
-    reading a stream to classify it would take it from the caller; so is a large one."""
+def loaded_json(response: object, max_bytes: float = _ERROR_BODY_MAX) -> Mapping[Any, Any] | None:
+    """The JSON object of an HTTP response whose body is in memory, else None: httpx, httpx2 and
+    requests keep it in `_content` once read, aiohttp in `_body`. A body not read yet is left
+    alone, since reading a stream to look at it would take it from the caller; so is one longer
+    than `max_bytes` (by default, longer than any error body)."""
     if response is None:
         return None
     content = _attr(response, "_content")
     if not isinstance(content, (bytes, bytearray)):
         content = _attr(response, "_body")
-    if not isinstance(content, (bytes, bytearray)) or len(content) > _BODY_MAX:
+    if not isinstance(content, (bytes, bytearray)) or len(content) > max_bytes:
         return None
     try:
         parsed = json.loads(content)
