@@ -199,8 +199,11 @@ def key_states(registry: Registry, labels: ModelLabels) -> Iterator[KeyState]:
     collection time; a registry that cannot be read (a backend down) yields nothing, logged."""
     try:
         snapshot = registry.snapshot()
-    except Exception:
-        _log.exception("rate_limit_shield: metrics could not read the registry's state")
+    except Exception as error:  # its message may hold a backend's URL: only its type is told
+        _log.error(
+            "rate_limit_shield: metrics could not read the registry's state (%s)",
+            type(error).__qualname__,
+        )
         return
     for name, state in snapshot.items():
         model = labels(name)
