@@ -175,5 +175,5 @@ def _breaker(state: str, open_for: float, open_until: float | None) -> str:
 
 
 def _budget(calls: int, retries: int, left: float | None) -> str:
-    text = f"{retries} of {calls} calls"
+    text = f"{retries} retries / {calls} calls"
     return text if left is None else f"{text}\n{left:g} left"
