@@ -3,9 +3,12 @@ one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -77,7 +80,7 @@ def test_python_m_prints_the_version() -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["demo"], ["check"], ["explain"], ["status"]],
+    [[], ["demo"], ["check"], ["explain"], ["status"], ["fake-provider"]],
     ids=lambda argv: " ".join(argv) or "top",
 )
 def test_help_everywhere(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
@@ -97,6 +100,7 @@ def test_help_everywhere(capsys: pytest.CaptureFixture[str], argv: list[str]) ->
         ["status"],
         ["status", "--backend", "redis://127.0.0.1:1", "--watch", "soon"],
         ["demo", "--slow"],
+        ["check", "shield.toml", "--bogus"],
     ],
     ids=lambda argv: " ".join(argv) or "nothing",
 )
@@ -307,3 +311,41 @@ def test_demo_quick_runs_in_a_few_seconds(capsys: pytest.CaptureFixture[str]) ->
     ):
         assert seen in out
     assert "\x1b[" not in out  # not a terminal: plain lines, nothing redrawn
+
+
+# -- fake-provider ----------------------------------------------------------------------------
+
+
+def test_fake_provider_serves_until_ctrl_c() -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rate_limit_shield", "fake-provider", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()  # printed once it listens
+        assert first.startswith("FakeProvider serving on http://127.0.0.1:")
+        url = first.split()[-1] + "/v1/chat/completions"
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+        request = urllib.request.Request(
+            url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=30) as response:
+            assert json.load(response)["model"] == "gpt-4o"
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=30)
+        assert server.returncode == 0
+        assert "Traceback" not in err
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_fake_provider_refuses_a_bad_option(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "fake-provider", "--requests", "-5")
+    assert code == 2
+    assert "Traceback" not in err and "requests" in err
+    assert out == ""

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from .. import __version__
 from ..errors import ConfigError
-from . import demo, policies, status
+from . import demo, policies, provider, status
 from ._output import CommandError
 
 __all__ = ["main", "CommandError"]
@@ -43,16 +43,21 @@ def parser() -> argparse.ArgumentParser:
     demo.add_command(commands)
     policies.add_commands(commands)
     status.add_command(commands)
+    provider.add_command(commands)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` (default: `sys.argv[1:]`); returns the exit status, also
     for `--help`, `--version` and a bad command line."""
+    top = parser()
     try:
-        arguments = parser().parse_args(argv)
+        arguments, extra = top.parse_known_args(argv)
+        if extra and not getattr(arguments, "passes_on", False):  # only fake-provider's go on
+            top.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as done:  # argparse's way of ending: keep it a return value
         return done.code if isinstance(done.code, int) else _USAGE_ERROR
+    arguments.passed_on = extra
     try:
         code: int = arguments.run(arguments)
     except ConfigError as error:
