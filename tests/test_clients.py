@@ -105,6 +105,11 @@ def forms_of(flavour: Flavour) -> list[Form]:
     return [form for form in FORMS if form.api == flavour.api]
 
 
+def form_of(flavour: Flavour, kind: str) -> Form:
+    """The flavour's first form of this kind (of "reply": its create)."""
+    return next(form for form in forms_of(flavour) if form.kind == kind)
+
+
 def answer(session: Session, client: Any, form: Form, model: str) -> str:
     """Make the call `form` names on `client` for `model`, and read its answer to the end."""
     flavour = session.flavour
@@ -199,7 +204,7 @@ def test_the_sdks_own_retries_are_off(start: Callable[..., Session]) -> None:
     session.provider.fail(session.flavour.outage, times=10)
 
     with pytest.raises(session.flavour.sdk.APIStatusError):
-        answer(session, client, forms_of(session.flavour)[0], model)
+        answer(session, client, form_of(session.flavour, "reply"), model)
 
     assert session.provider.received == 3
     assert client.max_retries == 0
@@ -209,7 +214,7 @@ def test_the_sdks_own_retries_are_off(start: Callable[..., Session]) -> None:
 def test_a_stream_failing_midway_through_a_helper_reaches_the_breaker(session: Session) -> None:
     model = session.flavour.models[0]
     client = shielded(session)
-    helper = next(form for form in forms_of(session.flavour) if form.kind == "helper")
+    helper = form_of(session.flavour, "helper")
     session.provider.stream_error()
 
     with pytest.raises(session.flavour.sdk.APIError):
@@ -217,6 +222,33 @@ def test_a_stream_failing_midway_through_a_helper_reaches_the_breaker(session: S
 
     assert session.breaker(model)["consecutive_failures"] == 1
     assert session.provider.received == 1  # items reached the caller: never restarted
+
+
+def test_a_stream_helper_left_early_gives_back_its_slot_when_its_block_ends(
+    session: Session,
+) -> None:
+    """OpenAI's helpers close only the stream's HTTP response when their block ends: that ends
+    the stream for the shield too, or the next call would find the only slot taken."""
+    model = session.flavour.models[0]
+    rls.configure({model: {"bulkhead": {"max_concurrent": 1, "max_wait": 0}}})
+    client = shielded(session)
+    method = attrgetter(form_of(session.flavour, "helper").path)(client)
+    request = session.flavour.request(model)
+
+    def first_event() -> Any:
+        with method(**request) as stream:
+            return next(iter(stream))
+
+    async def afirst_event() -> Any:
+        async with method(**request) as stream:
+            async for event in stream:
+                return event
+
+    for _ in range(2):
+        session.caller.call(afirst_event if session.flavour.is_async else first_event, {})
+        bulkhead = session.key(model).bulkhead
+        assert bulkhead is not None and bulkhead.in_flight == 0
+    assert session.provider.received == 2
 
 
 def test_a_model_that_refuses_falls_back_with_the_request_made_for_the_next(
@@ -227,7 +259,7 @@ def test_a_model_that_refuses_falls_back_with_the_request_made_for_the_next(
     client = shielded(session)
     session.provider.insufficient_quota(model=first)
 
-    text = answer(session, client, forms_of(session.flavour)[0], first)
+    text = answer(session, client, form_of(session.flavour, "reply"), first)
 
     assert text == ANSWER
     assert session.provider.received_by_model() == {first: 1, second: 1}
@@ -247,7 +279,7 @@ def test_the_headers_of_a_parsed_reply_hold_the_key_to_what_the_provider_says_re
     model = session.flavour.models[0]
     rls.configure({model: {"rpm": 60}})
     client = shielded(session)
-    create = forms_of(session.flavour)[0]
+    create = form_of(session.flavour, "reply")
 
     texts = [answer(session, client, create, model)]
     held = session.levels(model)["60/60s requests"]
@@ -271,7 +303,7 @@ def test_the_headers_of_a_reply_pace_a_key_with_no_limits_configured(
     session = start(requests=5)
     model = session.flavour.models[0]
     client = shielded(session)
-    create = forms_of(session.flavour)[0]
+    create = form_of(session.flavour, "reply")
 
     texts = [answer(session, client, create, model) for _ in range(CALLS_PAST_THE_PROVIDERS_BURST)]
 
@@ -287,7 +319,7 @@ def test_the_caller_own_client_teaches_nothing(start: Callable[..., Session]) ->
     rls.configure({model: {"rpm": 60}})
     shielded(session)
 
-    answer(session, session.caller.client, forms_of(session.flavour)[0], model)
+    answer(session, session.caller.client, form_of(session.flavour, "reply"), model)
 
     assert session.levels(model) == {"60/60s requests": 60}
     assert session.provider.received == 1
@@ -336,7 +368,7 @@ def test_its_copies_are_shielded_too(session: Session) -> None:
     breaker.force_open()
 
     with pytest.raises(rls.CircuitOpen):
-        answer(session, copy, forms_of(session.flavour)[0], model)
+        answer(session, copy, form_of(session.flavour, "reply"), model)
     assert copy.timeout == 5.0
     assert session.provider.received == 0
 
@@ -350,7 +382,7 @@ def test_a_shielded_client_shielded_again_is_shielded_once(session: Session) -> 
     session.provider.throttle(2.0, times=2)
 
     with pytest.raises(session.flavour.sdk.RateLimitError):
-        answer(session, client, forms_of(session.flavour)[0], model)
+        answer(session, client, form_of(session.flavour, "reply"), model)
 
     assert session.provider.statuses == {429: 2}
 

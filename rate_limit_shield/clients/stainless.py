@@ -13,7 +13,8 @@ the token estimate and the fallbacks are read from it as from an SDK call's own.
 Parsed results carry no headers, so the rate-limit headers of every HTTP response are read by an
 event hook on the HTTP client, which teaches the key of the attempt in progress. That attempt is
 known through a context variable: the caller's own client, which shares the HTTP client, is left
-alone.
+alone. A stream the shield holds ends when its HTTP response is closed, as OpenAI's stream
+helpers close it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import copy
 import inspect
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import wrapt
 
 from .._bounded import remember
 from .._diagnostics import unreadable
@@ -31,6 +34,12 @@ from ..errors import ConfigError
 from ..limiter import Cost
 from ..llm import RateLimitInfo, usage_of
 from ..registry import Registry
+from ..stream import GuardedAsyncStream, GuardedStream
+
+if TYPE_CHECKING:
+    _Proxy = wrapt.ObjectProxy[Any]
+else:
+    _Proxy = wrapt.ObjectProxy
 
 __all__ = ["shield"]
 
@@ -104,7 +113,8 @@ def _shielded(client: Any, registry: Registry) -> Any:
             send = pipelines.of(options)
             if send is None:
                 return await own(cast_to, options, **kwargs)
-            return await send(_Call(own, cast_to, options, kwargs, registry), **options.json_data)
+            call = _Call(own, cast_to, options, kwargs, registry)
+            return _ending_with_its_response(await send(call, **options.json_data))
 
     else:
 
@@ -112,7 +122,8 @@ def _shielded(client: Any, registry: Registry) -> Any:
             send = pipelines.of(options)
             if send is None:
                 return own(cast_to, options, **kwargs)
-            return send(_Call(own, cast_to, options, kwargs, registry), **options.json_data)
+            call = _Call(own, cast_to, options, kwargs, registry)
+            return _ending_with_its_response(send(call, **options.json_data))
 
     def copied(**options: Any) -> Any:
         retries = options.get("max_retries")
@@ -183,6 +194,52 @@ def _raw_usage(result: Any) -> Cost | None:
     if not response.is_closed:
         return None
     return usage_of(response.json())
+
+
+def _ending_with_its_response(result: Any) -> Any:
+    """`result`; a stream the shield holds, as one that ends when its HTTP response is closed."""
+    if isinstance(result, (GuardedStream, GuardedAsyncStream)):
+        return _Stream(result)
+    return result
+
+
+class _Stream(_Proxy):
+    """A stream the shield holds, which ends when its HTTP response is closed: OpenAI's stream
+    helpers close the response they took from it, not the stream, whose breaker permit and
+    bulkhead slot would stay taken until it is garbage-collected."""
+
+    @property
+    def response(self) -> Any:
+        return _Response(self.__wrapped__.response, self.__wrapped__)
+
+    def __next__(self) -> Any:
+        return next(self.__wrapped__)
+
+    def __aiter__(self) -> Any:
+        return self.__wrapped__.__aiter__()
+
+    async def __anext__(self) -> Any:
+        return await self.__wrapped__.__anext__()
+
+
+class _Response(_Proxy):
+    """The HTTP response of a `_Stream`, whose closing ends the stream."""
+
+    def __init__(self, response: Any, stream: Any) -> None:
+        super().__init__(response)
+        self._self_stream = stream
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_stream.close()
+
+    async def aclose(self) -> None:
+        try:
+            await self.__wrapped__.aclose()
+        finally:
+            await self._self_stream.aclose()
 
 
 def _hook_responses(http_client: Any, is_async: bool) -> None:
