@@ -5,6 +5,8 @@ the registry's keys when scraped, model labels bounded, no secret in any label, 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -288,3 +290,15 @@ def test_the_default_registry_by_default():
         assert complete() == "ok"
         assert value(prom, "retries_total", model="gpt-4o") == 1.0
         metrics.uninstrument()
+
+
+def test_the_core_imports_neither_metrics_library():
+    """Both are optional extras: importing the package must not need them."""
+    code = (
+        "import sys, rate_limit_shield;"
+        "print(sorted(m for m in sys.modules if m.startswith(('prometheus', 'opentelemetry'))))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert imported.strip() == "[]"
