@@ -233,7 +233,8 @@ class _Response(_Proxy):
         try:
             self.__wrapped__.close()
         finally:
-            self._self_stream.close()
+            if isinstance(self._self_stream, GuardedStream):  # an async one ends on `aclose`
+                self._self_stream.close()
 
     async def aclose(self) -> None:
         try:
