@@ -247,8 +247,13 @@ def _steps(seconds: float) -> int:
 
 
 def _cause(error: BaseException) -> str:
+    """An error in a few words: its HTTP status, or the refusal and when it ends."""
     status = getattr(error, "code", None)
-    return f"HTTP {status}" if isinstance(status, int) else f"{type(error).__name__}: {error}"
+    if isinstance(status, int):
+        return f"HTTP {status}"
+    retry_after = getattr(error, "retry_after", None)
+    when = f": retry after {retry_after:.2f}s" if isinstance(retry_after, float) else ""
+    return f"{type(error).__name__}{when}"
 
 
 _EVENT_LINES: dict[str, Callable[[Event], str]] = {
@@ -296,8 +301,7 @@ def _recovery(demo: _Demo) -> None:
 def _burst(demo: _Demo) -> None:
     timing = demo.timing
     demo.begin(
-        f"a burst of {timing.calls} calls: {timing.burst} at once, then paced at "
-        f"{timing.rate}/s, the provider's own limit",
+        f"{timing.calls} calls at once: {timing.burst} go, the rest paced at {timing.rate}/s",
         timing.calls,
     )
     started = demo.clock.monotonic()
@@ -307,7 +311,7 @@ def _burst(demo: _Demo) -> None:
         if number % timing.burst == 0 or number == timing.calls:
             demo.say(f"{number} calls in {demo.clock.monotonic() - started:.2f}s")
     refused = demo.provider.statuses[429] - throttled
-    demo.say(f"the provider throttled {refused} of them")
+    demo.say(f"the provider, whose limit is {timing.rate}/s too, throttled {refused} of them")
 
 
 _STAGES = (_retries, _throttle, _outage, _recovery, _burst)

@@ -3,7 +3,9 @@ one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import pytest
 import rate_limit_shield as rls
 from rate_limit_shield import demo
 from rate_limit_shield.cli import main
+from rate_limit_shield.cli._output import LiveBlock
 from rate_limit_shield.cli.demo import _View
 from rate_limit_shield.testing import FakeClock
 
@@ -111,6 +114,29 @@ def test_a_bad_command_line_is_one_line_and_exit_2(
     assert code == 2
     assert "--help" in one_line_error(err)
     assert out == ""
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_live_block_is_redrawn_in_place_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERM", "xterm")
+    screen = Terminal()
+    block = LiveBlock(screen)
+    block.show("one\ntwo")
+    block.show("three")
+    assert screen.getvalue() == "one\ntwo\n\x1b[2F\x1b[Jthree\n"  # up 2 lines, clear, redraw
+
+
+def test_a_live_block_prints_below_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERM", "dumb")
+    for stream in (Terminal(), io.StringIO()):
+        block = LiveBlock(stream)
+        block.show("one")
+        block.show("two")
+        assert stream.getvalue() == "one\ntwo\n"
 
 
 # -- check ------------------------------------------------------------------------------------
@@ -294,7 +320,27 @@ def test_the_demos_plain_view_prints_each_line_once(capsys: pytest.CaptureFixtur
     assert sum("open -> half_open" in line for line in last.log) == 1
 
 
-def test_demo_quick_runs_in_a_few_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_demos_live_view_redraws_its_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERM", "xterm")
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    view = _View()
+    last = demo.run(view.update, timing=demo.QUICK, clock=FakeClock())
+    frames = screen.getvalue().split("\x1b[J")
+    assert len(frames) > 50  # a frame after every step
+    final = frames[-1]
+    assert final.startswith("rate-limit-shield demo: stage 5/5")
+    assert "[##############################] 100%" in final
+    assert final.rstrip().endswith(last.log[-1])  # the last lines of what happened
+    assert "fake-gpt-4o  36     33" in final  # calls and answers, per model
+
+
+def test_demo_quick_runs_in_a_few_seconds(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a console where logging is not configured: the library's warnings (a give-up, an
+    open circuit) would go to stderr across the view, which tells them already."""
+    monkeypatch.setattr(logging.root, "handlers", [])
     started = time.monotonic()
     code, out, err = run(capsys, "demo", "--quick")
     assert (code, err) == (0, "")
@@ -306,7 +352,7 @@ def test_demo_quick_runs_in_a_few_seconds(capsys: pytest.CaptureFixture[str]) ->
         "breaker closed -> open",
         "falling back to fake-claude",
         "breaker half_open -> closed",
-        "the provider throttled 0 of them",
+        "the provider, whose limit is 20/s too, throttled 0 of them",
         "Summary: 5 stages in",
     ):
         assert seen in out

@@ -8,7 +8,10 @@ happened is printed once, as it happens. Both end with the summary table.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from .. import demo as scenario
@@ -18,7 +21,8 @@ __all__ = ["add_command"]
 
 _BAR = 30
 _TAIL = 8  # lines of what happened that the live view shows
-_HEADERS = ("model", "calls", "answered", "retries", "429s", "refused", "fell back", "requests")
+_COUNTS = ("calls", "answers", "retries", "429s", "refused", "fallbacks", "requests")
+_LIVE_COUNTS = ("calls", "answers", "retries", "429s", "fallbacks")  # the state too: 79 columns
 
 
 def add_command(commands: Any) -> None:
@@ -54,10 +58,28 @@ class _View:
 
 def _demo(arguments: argparse.Namespace) -> int:
     view = _View()
-    last = scenario.run(view.update, timing=scenario.QUICK if arguments.quick else scenario.FULL)
+    timing = scenario.QUICK if arguments.quick else scenario.FULL
+    with _library_logs_held_back():
+        last = scenario.run(view.update, timing=timing)
     print()
     print(summary(last))
     return 0
+
+
+@contextlib.contextmanager
+def _library_logs_held_back() -> Iterator[None]:
+    """The view tells what the shield does. Unless logging is configured, the library's own
+    warnings would go to stderr through logging's last resort, across the view: not meanwhile."""
+    if logging.getLogger().handlers:
+        yield
+        return
+    logger = logging.getLogger("rate_limit_shield")
+    handler = logging.NullHandler()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _frame(progress: scenario.Progress) -> str:
@@ -79,12 +101,23 @@ def _frame(progress: scenario.Progress) -> str:
 
 
 def _models(progress: scenario.Progress, *, live: bool) -> str:
-    headers = (*_HEADERS, "breaker", "left", "paused") if live else (*_HEADERS, "breaker")
+    """Each model's counts; live, its bucket and pause too (in 79 columns, with the counts
+    that matter most)."""
+    columns = _LIVE_COUNTS if live else _COUNTS
+    headers = ("model", *columns, "breaker", *(("left", "paused") if live else ()))
     rows = []
     for model in progress.models:
-        counts = (model.calls, model.answered, model.retries, model.throttled, model.refused,
-                  model.fell_back, model.requests)  # fmt: skip
-        row = [model.model, *map(str, counts), model.breaker.replace("_", "-")]
+        counts = {
+            "calls": model.calls,
+            "answers": model.answered,
+            "retries": model.retries,
+            "429s": model.throttled,
+            "refused": model.refused,
+            "fallbacks": model.fell_back,
+            "requests": model.requests,
+        }
+        row = [model.model, *(str(counts[column]) for column in columns)]
+        row.append(model.breaker.replace("_", "-"))
         if live:
             row += [f"{model.left:.1f}", seconds(model.paused_for) if model.paused_for else "-"]
         rows.append(row)
