@@ -76,6 +76,9 @@ DURATION_BUCKETS = (
 """Histogram bounds in seconds: the GenAI semantic conventions' for an operation's duration,
 which also span the waits for a permit (`max_wait` is 60 s by default)."""
 
+_RECORDED = frozenset((SUCCEEDED, GAVE_UP, RETRY, REJECTED, WAITED, THROTTLED, BREAKER, FALLBACK))
+"""The kinds of event the metrics count: the others (a fallback's answer, a backend's outage,
+estimates never settled) would take a model label for no series."""
 _TIMEOUT = "timeout"
 _REJECTED = "rejected"
 
@@ -123,6 +126,8 @@ class Recorder(abc.ABC):
 
     def __call__(self, event: Event) -> None:
         kind = event.kind
+        if kind not in _RECORDED:
+            return
         model = self.labels(event.key)
         if kind in (SUCCEEDED, GAVE_UP):
             outcome = "success" if kind == SUCCEEDED else _ended_by(event)
