@@ -145,6 +145,7 @@ class Reservation:
         "_limiter",
         "_position",
         "_units",
+        "bound_by",
         "delay",
         "ready_at",
     )
@@ -170,6 +171,9 @@ class Reservation:
         # The limiter's debts so far when it was made, or last asked about (see `debt_since`);
         # None: no debt holds it back.
         self._debts = debts
+        self.bound_by: Limit | None = None
+        """The limit whose schedule set its go time when it waits; None when it goes at once,
+        when a pause holds it, or when the limiter cannot tell (one on Redis)."""
 
     def __repr__(self) -> str:
         state = "done" if self._increments is None else "open"
@@ -288,10 +292,15 @@ class Limiter:
         increments = tuple(map(operator.mul, units, self._intervals))
         with self._lock:
             debts = self._debts  # the debts its go time accounts for
+            before = self._tats  # `_take_locked` puts a new list in place: this one stays
             now, wait, position = self._take_locked(increments, max_wait, reserving=True)
+            bound = self._go_time(before, increments, now)[1] if 0.0 < wait <= max_wait else -1
         if wait > max_wait:
             raise self._refusal(wait)
-        return Reservation(self, now + wait, wait, increments, units, position, debts)
+        reservation = Reservation(self, now + wait, wait, increments, units, position, debts)
+        if bound >= 0:
+            reservation.bound_by = self.limits[bound]
+        return reservation
 
     def cancel(self, reservation: Reservation) -> None:
         """Give back what `reservation` charged (see `Reservation` for how much can come back);
@@ -695,17 +704,27 @@ class Limiter:
         """The limits' next `tat`s if `increments` were taken now, each charged from when the
         call may go (see the module's docstring), and the wait (>= 0) until then."""
         tats = self._tats[:]
+        ready = self._go_time(tats, increments, now)[0]
+        for index, increment in enumerate(increments):
+            tat = tats[index]
+            tats[index] = (tat if tat > ready else ready) + increment
+        return tats, ready - now
+
+    def _go_time(
+        self, tats: list[float], increments: tuple[float, ...], now: float
+    ) -> tuple[float, int]:
+        """When a call taking `increments` at `now` from the schedules `tats` may go, and the
+        index of the limit that sets that time (-1: none holds it past now or the pause)."""
         taus = self._taus
         ready = self._paused_until if self._paused_until > now else now
+        bound = -1
         for index, increment in enumerate(increments):  # indexes: cheaper than zip or a listcomp
             tat = tats[index]
             start = (tat if tat > now else now) + increment - taus[index]
             if start > ready:
                 ready = start
-        for index, increment in enumerate(increments):
-            tat = tats[index]
-            tats[index] = (tat if tat > ready else ready) + increment
-        return tats, ready - now
+                bound = index
+        return ready, bound
 
     def _finish(self, reservation: Reservation, actual: Iterable[float]) -> None:
         """Settle `reservation` once at `actual` (seconds at the rates in force now): give back
