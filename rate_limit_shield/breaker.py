@@ -29,24 +29,27 @@ monotonic time was decades ahead), the opening ends one open time from now inste
 
 The breaker never sleeps and never holds its lock while the user's function runs: the pipeline
 calls `acquire`, runs the function, then `record` (or `release` if the call never completed).
+
+Every transition is a BREAKER event saying why (the rule that opened it, a failed probe, the
+probes that closed it, a manual change): logged on `rate_limit_shield.breaker` (an opening at
+WARNING) and told to `on_event`, which a model key sets to its registry's listeners.
 """
 
 from __future__ import annotations
 
 import enum
-import logging
 import math
 import threading
 from collections.abc import Callable
-from typing import NewType
+from typing import NamedTuple, NewType
 
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import CircuitOpen
+from .events import BREAKER, Event, heard, logger, report
+from .events import Listener as EventListener
 from .outcome import Outcome
 
 __all__ = ["State", "Permit", "CircuitBreaker"]
-
-_log = logging.getLogger("rate_limit_shield")
 
 Permit = NewType("Permit", int)
 """What `acquire` hands out and `record` / `release` take back: the issuing generation."""
@@ -71,7 +74,17 @@ class State(str, enum.Enum):
 
 
 Listener = Callable[[State, State], None]
-Change = tuple[State, State]
+
+
+class Change(NamedTuple):
+    """A transition to report once the lock is released: from, to, why, and for an opening
+    how long it lasts (None: until `reset()`)."""
+
+    old: State
+    new: State
+    why: str
+    lasts: float | None = None
+
 _CLOSED = State.CLOSED
 _OPEN = State.OPEN
 _HALF_OPEN = State.HALF_OPEN
@@ -157,6 +170,10 @@ class _TimeWindow:
                 calls[slot] = failures[slot] = slow[slot] = 0
         self._head = newest
 
+    @property
+    def seconds(self) -> float:
+        return self._width * self._size
+
     def add(self, flags: int) -> None:
         self.refresh()
         slot = self._head % self._size
@@ -201,7 +218,7 @@ class CircuitBreaker:
         "_failure_rate", "_gen", "_listeners", "_lock", "_max_recovery_timeout", "_min_calls",
         "_earlier_probes", "_open_timeout", "_open_until", "_probe_successes", "_probes_in_flight",
         "_slow_call_duration", "_slow_call_rate", "_state", "_window",
-        "failure_threshold", "half_open_max_calls", "name", "recovery_timeout",
+        "failure_threshold", "half_open_max_calls", "name", "on_event", "recovery_timeout",
     )  # fmt: skip
 
     def __init__(
@@ -260,6 +277,8 @@ class CircuitBreaker:
             )
 
         self.name = name
+        self.on_event: EventListener | None = None
+        """Told of every transition as a BREAKER event (a model key's: its registry's listeners)."""
         self.failure_threshold = failure_threshold
         self.recovery_timeout = recovery_timeout
         self.half_open_max_calls = half_open_max_calls
@@ -420,14 +439,14 @@ class CircuitBreaker:
         """Reject every call until `reset()` (no half-open probing)."""
         with self._lock:
             self._disabled = False
-            change = self._open_locked(math.inf)
+            change = self._open_locked(math.inf, "forced open")
         if change is not None:
             self._notify(change)
 
     def disable(self) -> None:
         """Let every call through and keep counting, but never open, until `reset()`."""
         with self._lock:
-            change = self._close_locked() if self._state is not _CLOSED else None
+            change = self._close_locked("disabled") if self._state is not _CLOSED else None
             self._disabled = True
         if change is not None:
             self._notify(change)
@@ -436,7 +455,7 @@ class CircuitBreaker:
         """Closed, counters and open time cleared, calls in flight forgotten, manual modes off."""
         with self._lock:
             self._disabled = False
-            change = self._close_locked()
+            change = self._close_locked("reset")
         if change is not None:
             self._notify(change)
 
@@ -480,9 +499,12 @@ class CircuitBreaker:
             window = self._window
             if window is not None:
                 window.add(flags)
-            if self._disabled or not self._should_open_locked(failed, window):
+            if self._disabled:
                 return
-            change = self._open_locked(self._clock.monotonic() + self._open_timeout)
+            why = self._why_open_locked(failed, window)
+            if why is None:
+                return
+            change = self._open_locked(self._clock.monotonic() + self._open_timeout, why)
         finally:
             lock.release()
         if change is not None:
@@ -493,17 +515,30 @@ class CircuitBreaker:
             if permit == self._closed_gen:
                 self._consecutive = 0
 
-    def _should_open_locked(self, failed: bool, window: _CountWindow | _TimeWindow | None) -> bool:
+    def _why_open_locked(
+        self, failed: bool, window: _CountWindow | _TimeWindow | None
+    ) -> str | None:
+        """Which rule opens the breaker now, in words; None while none does."""
         threshold = self.failure_threshold
         if failed and threshold is not None and self._consecutive >= threshold:
-            return True
+            return f"{self._consecutive} consecutive failures (threshold {threshold})"
         if window is None:
-            return False
+            return None
         calls = window.calls
-        return calls >= self._min_calls and (
-            window.failures / calls >= self._failure_rate
-            or window.slow / calls >= self._slow_call_rate
+        if calls < self._min_calls:
+            return None
+        over = (
+            f"over the last {calls} calls"
+            if isinstance(window, _CountWindow)
+            else f"over {calls} calls of the last {window.seconds:g}s"
         )
+        for rate, threshold_rate, what in (
+            (window.failures / calls, self._failure_rate, "failure rate"),
+            (window.slow / calls, self._slow_call_rate, "slow-call rate"),
+        ):
+            if rate >= threshold_rate:
+                return f"{what} {rate:.0%} {over} (threshold {threshold_rate:.0%})"
+        return None
 
     def _record_probe(self, permit: Permit, outcome: Outcome, duration: float) -> None:
         """Count a result outside the closed state: see the module's docstring for late probes."""
@@ -519,11 +554,12 @@ class CircuitBreaker:
             half_opened = self._half_open_if_due_locked(self._clock.monotonic())
             if self._state is _HALF_OPEN:  # while (forced) open, freeing the slot was all
                 if failed:
-                    change = self._reopen_locked()
+                    slow = outcome is _SUCCESS
+                    change = self._reopen_locked("a probe was slow" if slow else "a probe failed")
                 elif current and outcome is _SUCCESS:
                     self._probe_successes += 1
                     if self._probe_successes >= self.half_open_max_calls:
-                        change = self._close_locked()
+                        change = self._close_locked(f"{self._probe_successes} probe(s) succeeded")
         for happened in (half_opened, change):
             if happened is not None:
                 self._notify(happened)
@@ -580,29 +616,30 @@ class CircuitBreaker:
             if until - now > longest and until != math.inf:  # the clock stepped back
                 self._open_until = now + self._open_timeout
             return None
-        return self._move_locked(_HALF_OPEN)
+        return self._move_locked(_HALF_OPEN, f"the open time of {self._open_timeout:g}s is over")
 
-    def _reopen_locked(self) -> Change | None:
+    def _reopen_locked(self, why: str) -> Change | None:
         ceiling = self._max_recovery_timeout
         if ceiling is not None:
             self._open_timeout = min(self._open_timeout * 2, ceiling)
-        return self._open_locked(self._clock.monotonic() + self._open_timeout)
+        return self._open_locked(self._clock.monotonic() + self._open_timeout, why)
 
-    def _open_locked(self, until: float) -> Change | None:
+    def _open_locked(self, until: float, why: str) -> Change | None:
         self._open_until = until
-        return self._move_locked(_OPEN)
+        lasts = None if until == math.inf else until - self._clock.monotonic()
+        return self._move_locked(_OPEN, why, lasts)
 
-    def _close_locked(self) -> Change | None:
+    def _close_locked(self, why: str) -> Change | None:
         self._consecutive = self._probes_in_flight = 0
         self._earlier_probes.clear()
         self._open_timeout = self.recovery_timeout
         if self._window is not None:
             self._window.clear()
-        change = self._move_locked(_CLOSED)
+        change = self._move_locked(_CLOSED, why)
         self._closed_gen = self._gen
         return change
 
-    def _move_locked(self, new: State) -> Change | None:
+    def _move_locked(self, new: State, why: str, lasts: float | None = None) -> Change | None:
         """Start a new generation in state `new`; the change to report, if the state changed.
 
         The probes of the ending generation still in flight keep their slots as earlier probes.
@@ -615,18 +652,27 @@ class CircuitBreaker:
         self._state = new
         self._gen = Permit(self._gen + 1)
         self._closed_gen = _NOT_CLOSED
-        return None if old is new else (old, new)
+        return None if old is new else Change(old, new, why, lasts)
 
     def _notify(self, change: Change) -> None:
-        old, new = change
+        old, new = change.old, change.new
+        self._report(change)
         for listener in self._listeners:
             try:
                 listener(old, new)
             except Exception:
-                _log.exception(
+                logger.exception(
                     "circuit breaker %r: state listener %r failed on %s -> %s",
                     self.name, listener, old.value, new.value,
                 )  # fmt: skip
+
+    def _report(self, change: Change) -> None:
+        """Tell `on_event` and the log of a transition."""
+        on_event = self.on_event
+        if heard(on_event, BREAKER):
+            transition = (change.old.value, change.new.value)
+            report(on_event, Event(BREAKER, self.name, 0, change.lasts, reason=change.why,
+                                   transition=transition))  # fmt: skip
 
     def __repr__(self) -> str:
         return (

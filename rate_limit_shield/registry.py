@@ -27,7 +27,7 @@ from .breaker import CircuitBreaker, State
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError
-from .events import Listener, Listeners
+from .events import Listener, Listeners, Reporter
 from .limiter import Cost, Limiter
 from .llm import AdaptiveRate, Guide, LearnedEstimate, LLMClassifier, usage_of
 from .outcome import Classifier
@@ -83,6 +83,8 @@ class Key:
     own classifier. A key with token limits estimates each call's tokens from the SDK call's
     arguments and settles them from the response's usage. A key without rate limits still has
     a limiter, with no limits: it only pauses, so that one caller's 429 holds back the others.
+    Its shield and the parts that report events of their own (its breaker's transitions, a
+    shared backend's outages) tell `on_event`, the registry's listeners.
     """
 
     __slots__ = ("name", "pattern", "policy", "limiter", "breaker", "retry", "budget", "bulkhead",
@@ -112,6 +114,9 @@ class Key:
             clock=clock, name=name, backend=backend
         )
         self.bulkhead: Bulkhead | None = policy.make_bulkhead(clock=clock, name=name)
+        for part in (self.limiter, self.breaker, self.budget):
+            if isinstance(part, Reporter):
+                part.on_event = on_event
         self.classifier: Classifier = (
             policy.classifier if policy.classifier is not None else LLMClassifier(clock=clock)
         )
@@ -398,7 +403,9 @@ class Registry:
 
     def add_listener(self, listener: Listener) -> None:
         """Call `listener(event)` on every event of every model key, from now on; policies and
-        live state are untouched."""
+        live state are untouched. Listeners run inline, in the thread or task of the call that
+        made the decision: one must not block (an exporter doing slow work hands each event to
+        a queue of its own); one that raises is logged, never breaking a call."""
         _check_listener("add_listener", listener)
         with self._lock:
             self._listeners.add(listener)

@@ -1,13 +1,12 @@
 """What every Redis script of the backend shares: how a call is encoded, where its keys live,
 and `GuardedScript`, which runs it behind a breaker of its own so that an outage costs one
-failed attempt per interval and is warned of once.
+failed attempt per interval and is told once (BACKEND_DOWN), as is its end (BACKEND_UP).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import math
 import threading
 import time
@@ -18,17 +17,16 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from ...breaker import CircuitBreaker, Permit
+from ...breaker import Change, CircuitBreaker, Permit
 from ...clock import Clock
 from ...errors import CircuitOpen, ConfigError
+from ...events import BACKEND_DOWN, BACKEND_UP, Event, Reporter, report
 from ...outcome import Outcome
 from ._connection import POOL_WAITS, exhausted, held_connection
 
 __all__ = [
     "GuardedScript", "ScriptCall", "bulk", "check_sync_interval", "fleet_key", "word",
 ]  # fmt: skip
-
-_log = logging.getLogger("rate_limit_shield")
 
 ScriptCall = tuple[int, tuple[bytes, ...], bytes]
 """A script call: the number of keys, the keys then the arguments, and the EVALSHA request that
@@ -63,22 +61,33 @@ def check_sync_interval(value: float) -> float:
     return float(value)
 
 
+class _Guard(CircuitBreaker):
+    """A script's own breaker: its openings and probes are one outage, told by the script."""
+
+    __slots__ = ()
+
+    def _report(self, change: Change) -> None:
+        """Nothing: the script tells BACKEND_DOWN and BACKEND_UP instead."""
+
+
 class GuardedScript:
     """A Lua script run on Redis behind a breaker of its own: the reply, or None when Redis is
     unavailable (failed now, or lately: it is then left alone for `recovery_timeout` seconds, so
     a dead server costs one attempt per interval, not one per call).
 
-    An outage is logged once, as a warning naming `what` the script serves and the `fallback`
-    meanwhile, and its end once. A script flushed from the server is loaded again in the same
-    call. Sync calls go out on the connection held for `client`'s script calls where it allows
-    one (see `held_connection`), else through its methods; async ones on `aclient`, or as sync
-    ones in a thread without it. A client whose pool has no connection left waits for one: that
-    is back-pressure, not an outage. `error` is the last failure (None before any).
+    An outage is told once, as a BACKEND_DOWN event of the `owner` (the limiter, breaker or
+    budget the script serves, whose `on_event` hears it) with the `fallback` meanwhile as its
+    reason, logged as a warning; its end once, as BACKEND_UP with `what` comes back. A script
+    flushed from the server is loaded again in the same call. Sync calls go out on the
+    connection held for `client`'s script calls where it allows one (see `held_connection`),
+    else through its methods; async ones on `aclient`, or as sync ones in a thread without it.
+    A client whose pool has no connection left waits for one: that is back-pressure, not an
+    outage. `error` is the last failure (None before any).
     """
 
     __slots__ = (
-        "_breaker", "_fallback", "_held", "_lock", "_outage", "_script", "_sha", "_what",
-        "aclient", "client", "error",
+        "_breaker", "_clock", "_down_since", "_fallback", "_held", "_lock", "_outage", "_owner",
+        "_script", "_sha", "_what", "aclient", "client", "error",
     )  # fmt: skip
 
     def __init__(
@@ -89,6 +98,7 @@ class GuardedScript:
         aclient: redis.asyncio.Redis | None = None,
         what: str,
         fallback: str,
+        owner: Reporter,
         clock: Clock,
         recovery_timeout: float,
     ) -> None:
@@ -106,11 +116,14 @@ class GuardedScript:
         self._sha = hashlib.sha1(script.encode()).hexdigest()
         self._what = what
         self._fallback = fallback
-        self._breaker = CircuitBreaker(
+        self._owner = owner
+        self._clock = clock
+        self._breaker = _Guard(
             failure_threshold=1, recovery_timeout=recovery_timeout, clock=clock, name=what
         )
         self._lock = threading.Lock()
         self._outage = False
+        self._down_since = 0.0
 
     @property
     def available(self) -> bool:
@@ -212,7 +225,7 @@ class GuardedScript:
             return None
 
     def _failed(self, permit: Permit, error: BaseException) -> None:
-        """After a call that raised: a Redis error opens the breaker and is warned of once per
+        """After a call that raised: a Redis error opens the breaker and is told once per
         outage, not once per call (the call's answer is None); anything else (a cancellation, a
         bug) is not Redis's failure and goes on to the caller."""
         if not isinstance(error, redis.RedisError):
@@ -222,16 +235,19 @@ class GuardedScript:
         self.error = error
         with self._lock:
             first, self._outage = not self._outage, True
+            if first:
+                self._down_since = self._clock.monotonic()
         if first:
-            _log.warning(
-                "Redis is unavailable for %s (%s: %s); %s until it answers again",
-                self._what, type(error).__name__, error, self._fallback,
-            )  # fmt: skip
+            owner = self._owner
+            event = Event(BACKEND_DOWN, owner.name, 0, error=error, reason=self._fallback)
+            report(owner.on_event, event)
 
     def _answered(self, permit: Permit) -> None:
         self._breaker.record(permit, Outcome.SUCCESS)
         if self._outage:
             with self._lock:
                 back, self._outage = self._outage, False
+                down = self._clock.monotonic() - self._down_since
             if back:
-                _log.info("Redis answers again for %s", self._what)
+                owner = self._owner
+                report(owner.on_event, Event(BACKEND_UP, owner.name, 0, down, reason=self._what))

@@ -232,6 +232,7 @@ class SharedBreaker(CircuitBreaker):
             BREAKER_SCRIPT,
             what=f"the shared circuit breaker of {name!r}",
             fallback="breaking circuits in this process only",
+            owner=self,
             clock=self._clock,
             recovery_timeout=redis_recovery_timeout,
         )
@@ -406,7 +407,7 @@ class SharedBreaker(CircuitBreaker):
     def _adopt_locked(self, fleet: _Fleet, now: float) -> Change | None:
         verdict = fleet.verdict
         if verdict == "closed":
-            return None if self._closed_gen >= 0 else self._close_locked()
+            return None if self._closed_gen >= 0 else self._close_locked("the fleet closed it")
         if self._disabled:
             return None
         self._open_timeout = fleet.timeout or self.recovery_timeout
@@ -417,18 +418,19 @@ class SharedBreaker(CircuitBreaker):
             return None
         if state is _HALF_OPEN and until <= now:
             return None
-        return super()._open_locked(until)  # not ours to publish: the fleet's already
+        # not ours to publish: the fleet's already
+        return super()._open_locked(until, "the fleet opened it")
 
-    def _open_locked(self, until: float) -> Change | None:
+    def _open_locked(self, until: float, why: str) -> Change | None:
         self._pending = until  # this process opens it: published once the lock is released
-        return super()._open_locked(until)
+        return super()._open_locked(until, why)
 
-    def _close_locked(self) -> Change | None:
+    def _close_locked(self, why: str) -> Change | None:
         self._pending = None
         self._leases.clear()  # closing ends the episode: the fleet drops (or expires) them
-        return super()._close_locked()
+        return super()._close_locked(why)
 
     def _notify(self, change: Change) -> None:
         super()._notify(change)
-        if change[1] is _OPEN and self._pending is not None:
+        if change.new is _OPEN and self._pending is not None:
             self.sync()

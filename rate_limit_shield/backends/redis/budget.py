@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from ...clock import Clock
+from ...events import Listener
 from ...limiter import _check_positive
 from ...retry import RetryBudget
 from ._script import GuardedScript, check_sync_interval, fleet_key
@@ -77,7 +78,9 @@ class SharedBudget(RetryBudget):
     Redis answers (tried again after `redis_recovery_timeout` seconds); one warning per outage.
     """
 
-    __slots__ = ("name", "_flush_due", "_key", "_rules", "_script", "_sync_interval", "_unsent")
+    __slots__ = (
+        "name", "on_event", "_flush_due", "_key", "_rules", "_script", "_sync_interval", "_unsent",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -94,6 +97,8 @@ class SharedBudget(RetryBudget):
     ) -> None:
         super().__init__(ratio, min_per_second, window=window, clock=clock)
         self.name = name
+        self.on_event: Listener | None = None
+        """Told of the outages of Redis (a model key's: its registry's listeners)."""
         self._key = (fleet_key(prefix, name, "budget"),)
         self._sync_interval = check_sync_interval(sync_interval)
         _check_positive("redis_recovery_timeout", redis_recovery_timeout)
@@ -103,6 +108,7 @@ class SharedBudget(RetryBudget):
             BUDGET_SCRIPT,
             what=f"the shared retry budget of {name!r}",
             fallback="counting retries in this process only",
+            owner=self,
             clock=self._clock,
             recovery_timeout=redis_recovery_timeout,
         )

@@ -35,6 +35,7 @@ import redis.asyncio
 
 from ...clock import Clock
 from ...errors import ConfigError, ShieldError
+from ...events import Listener
 from ...limiter import (
     _ROUNDING,
     Cost,
@@ -309,6 +310,7 @@ class RedisLimiter(Limiter):
         "_member",
         "_numbers",
         "_on_backend_error",
+        "on_event",
         "_prefixes",
         "_read_call",
         "_settle_prefix",
@@ -332,12 +334,15 @@ class RedisLimiter(Limiter):
     ) -> None:
         super().__init__(limits, clock=clock, name=name)
         check_options(prefix, on_backend_error, local_share, recovery_timeout)
+        self.on_event: Listener | None = None
+        """Told of the outages of Redis (a model key's: its registry's listeners)."""
         self._script = GuardedScript(
             client,
             SCRIPT,
             aclient=aclient,
             what=f"the rate limits of {name!r}",
             fallback=_WHILE_DOWN[on_backend_error],
+            owner=self,
             clock=self._clock,
             recovery_timeout=recovery_timeout,
         )
