@@ -1,5 +1,6 @@
 """What the shield tells its user once, never on every call: a result it could not read, token
-estimates that no result settles, a sync call about to block a running event loop.
+estimates that no result settles (the shield's UNSETTLED event says it), a sync call about to
+block a running event loop.
 
 Each is remembered by what it is about (a key, a function) in one bounded cache: a program that
 makes names on the fly grows no memory, and past the bound is told of each again, once.
@@ -49,24 +50,16 @@ def unreadable(key: str, reading: str, subject: object) -> None:
         )
 
 
-def unsettled(key: str, limits: Iterable[Limit], cost: Cost) -> bool:
-    """A call charged `cost` succeeded with no usage to settle it by: log, once per key whose
-    calls reserve tokens, which limit binds at that estimate and how to settle it. True when
-    this call is the one told of (the shield then emits its event)."""
+def unsettled(key: str, limits: Iterable[Limit], cost: Cost) -> str | None:
+    """A call charged `cost` succeeded with no usage to settle it by: once per key whose calls
+    reserve tokens, which limit binds at that estimate, in words, for the shield's UNSETTLED
+    event (logged with how to settle it); None otherwise."""
     if ("unsettled", key) in _TOLD or not _takes_tokens(cost):
-        return False
+        return None
     binding = _binding_at(tuple(limits), cost)
     if binding is None or not _first_time("unsettled", key):
-        return False
-    logger.warning(
-        "rate_limit_shield: [%s] no result reports its usage, so each call's token estimate is "
-        "never settled: %s. Return the usage with the result (or read it with "
-        "@shielded(usage=...)), pass max_tokens= to size the estimate, or give "
-        "@shielded(cost=...) what a call really costs.",
-        key or "?",
-        binding,
-    )
-    return True
+        return None
+    return binding
 
 
 def _takes_tokens(cost: Cost) -> bool:

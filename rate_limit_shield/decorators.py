@@ -36,7 +36,7 @@ from ._diagnostics import _outside_us
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
 from .errors import CircuitOpen, ConfigError, QuotaExhausted, RateLimited, add_note
-from .events import FALLBACK, FELL_BACK, Event, Listener, emit, logger
+from .events import FALLBACK, FELL_BACK, Event, Listener, report
 from .limiter import Cost, Limit, Limiter
 from .outcome import Classifier, DefaultClassifier, ExceptionTypes, Outcome, exception_types
 from .policy import Policy, _classifier, _function
@@ -801,20 +801,17 @@ class _FallbackRun:
         asked, answering = self._shield.name, self._answering
         with contextlib.suppress(AttributeError, TypeError):
             object.__setattr__(result, "answered_by", answering)
-        self._emit(Event(FELL_BACK, asked, 0, None, None, self._error, answering))
-        logger.info(
-            "rate_limit_shield: %s answered the call made for %s (fallbacks tried: %s)",
-            answering, asked, ", ".join(self._tried),
-        )  # fmt: skip
+        tried = f"fallbacks tried: {', '.join(self._tried)}"
+        self._emit(Event(FELL_BACK, asked, 0, None, None, self._error, answering, reason=tried))
         return result
 
     def _key(self) -> Key:
         return self._registry._key_for_call(self._shield.name)
 
     def _emit(self, event: Event) -> None:
+        """Tell the decorator's own listener, else the key's, and the log."""
         listener = self._on_event if self._on_event is not None else self._key().shield.on_event
-        if listener is not None:
-            emit(listener, event)
+        report(listener, event)
 
 
 def _kind(fn: Any) -> str:

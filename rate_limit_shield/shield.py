@@ -23,6 +23,7 @@ from collections.abc import (
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from ._diagnostics import blocking, unreadable, unsettled
+from ._redact import describe
 from .breaker import CircuitBreaker, Permit
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock
@@ -34,11 +35,15 @@ from .events import (
     SUCCEEDED,
     THROTTLED,
     UNSETTLED,
+    WAITED,
     Event,
     Listener,
-    emit,
+    heard,
+    report,
 )
 from .limiter import BucketView, Cost, Limiter, Reservation, TokenBucket
+from .llm.classify import headers_of
+from .llm.headers import RateLimitInfo
 from .outcome import SUCCESS, Classifier, DefaultClassifier, Outcome, Verdict
 from .retry import RetryBudget, RetryPolicy
 from .stream import (
@@ -299,6 +304,8 @@ class Shield:
     ) -> T:
         """`call` for wrappers that hold the arguments as a tuple and a dict already."""
         clock = self._clock
+        # Timed only when someone hears of a success: nobody listening costs no clock read.
+        began = clock.monotonic() if heard(self.on_event, SUCCEEDED) else None
         deadline, cost = (
             self._start(args, kwargs, tokens) if self._per_call or tokens is not None else _PLAIN
         )
@@ -317,12 +324,14 @@ class Shield:
             try:
                 if reservation is not None and reservation.delay > 0.0:
                     blocking(fn, reservation.delay, "a rate permit")
-                    ready = clock.monotonic() + reservation.delay
+                    since = clock.monotonic()
+                    ready = since + reservation.delay
                     clock.sleep(reservation.delay)
                     # A 429 or a debt came meanwhile.
                     while held := self._held_past(reservation, ready, deadline):
                         ready = clock.monotonic() + held
                         clock.sleep(held)
+                    self._waited(reservation, since, attempt)
                 if bulkhead is not None and not bulkhead.try_acquire():
                     bulkhead.acquire(self._slot_wait(deadline))
             except BaseException as stopped:
@@ -338,7 +347,7 @@ class Shield:
                         held = True
                         return self._hold(
                             GuardedStream, result, first, permit, reservation, started, attempt,
-                            cost,
+                            cost, began,
                         )  # fmt: skip
             except Exception as exc:
                 error = exc
@@ -360,16 +369,17 @@ class Shield:
                         breaker.record(permit, _SUCCESS, took)
                     if guide is not None and kind not in guide.skip:
                         self._learn(_SUCCESS, result)
-                    if reservation is not None or attempt > 1:
-                        self._after_success(reservation, result, attempt, cost)
+                    if reservation is not None or began is not None:
+                        self._after_success(reservation, result, attempt, cost, began)
                     return result
             finally:
                 if bulkhead is not None and not held:
                     bulkhead.release()
             subject = result if error is None else error
             delay = self._after_attempt(
-                verdict, error, subject, permit, reservation, started, attempt, deadline, delay
-            )
+                verdict, error, subject, permit, reservation, started, attempt, deadline, delay,
+                began,
+            )  # fmt: skip
             if delay is None:
                 if error is None:
                     return result
@@ -387,6 +397,7 @@ class Shield:
     ) -> T:
         """`acall` for wrappers that hold the arguments as a tuple and a dict already."""
         clock = self._clock
+        began = clock.monotonic() if heard(self.on_event, SUCCEEDED) else None
         deadline, cost = (
             self._start(args, kwargs, tokens) if self._per_call or tokens is not None else _PLAIN
         )
@@ -407,7 +418,8 @@ class Shield:
                 permit, reservation = self._admit(cost, deadline, attempt, error)
             try:
                 if reservation is not None and reservation.delay > 0.0:
-                    ready = clock.monotonic() + reservation.delay
+                    since = clock.monotonic()
+                    ready = since + reservation.delay
                     await clock.asleep(reservation.delay)
                     # A 429 or a debt came meanwhile (a remote limiter's are its server's).
                     while not self._remote and (
@@ -415,6 +427,7 @@ class Shield:
                     ):
                         ready = clock.monotonic() + held
                         await clock.asleep(held)
+                    self._waited(reservation, since, attempt)
                 if bulkhead is not None and not bulkhead.try_acquire():
                     await bulkhead.aacquire(self._slot_wait(deadline))
             except BaseException as stopped:
@@ -434,11 +447,11 @@ class Shield:
                         held = True
                         return self._hold(
                             GuardedAsyncStream, result, first, permit, reservation, started,
-                            attempt, cost,
+                            attempt, cost, began,
                         )  # fmt: skip
             except _CutOff as cut:  # by the deadline: no evidence against the provider
                 self._interrupted(permit)
-                raise self._cut_off(cut.error, attempt)  # noqa: B904 - asyncio chained it
+                raise self._cut_off(cut.error, attempt, began)  # noqa: B904 - asyncio chained it
             except Exception as exc:
                 error = exc
                 verdict = self._classifier.classify_error(exc)
@@ -459,16 +472,17 @@ class Shield:
                         breaker.record(permit, _SUCCESS, took)
                     if guide is not None and kind not in guide.skip:
                         self._learn(_SUCCESS, result)
-                    if reservation is not None or attempt > 1:
-                        self._after_success(reservation, result, attempt, cost)
+                    if reservation is not None or began is not None:
+                        self._after_success(reservation, result, attempt, cost, began)
                     return result
             finally:
                 if bulkhead is not None and not held:
                     bulkhead.release()
             subject = result if error is None else error
             delay = self._after_attempt(
-                verdict, error, subject, permit, reservation, started, attempt, deadline, delay
-            )
+                verdict, error, subject, permit, reservation, started, attempt, deadline, delay,
+                began,
+            )  # fmt: skip
             if delay is None:
                 if error is None:
                     return result
@@ -552,6 +566,13 @@ class Shield:
                 refusal.cause = refusal.__cause__ = last_error
             self._emit(REJECTED, attempt, refusal.retry_after, None, refusal)
 
+    def _waited(self, reservation: Reservation, since: float, attempt: int) -> None:
+        """The call waited for its rate permit from `since` until now: tell how long, and which
+        limit's schedule set its go time."""
+        bound = reservation.bound_by
+        waited = self._clock.monotonic() - since
+        self._emit(WAITED, attempt, waited, limit=None if bound is None else str(bound))
+
     def _slot_wait(self, deadline: float) -> float | None:
         """How long to wait for a bulkhead slot: its own `max_wait`, never past the deadline."""
         if deadline == math.inf:
@@ -627,11 +648,16 @@ class Shield:
                 raise _CutOff(error) from None
             raise
 
-    def _cut_off(self, error: BaseException, attempt: int) -> BaseException:
+    def _cut_off(
+        self, error: BaseException, attempt: int, began: float | None
+    ) -> BaseException:
         """The deadline cut attempt `attempt` off: say so on the error, and tell."""
         limit = f"{self._timeout:g}s " if self._timeout is not None else ""
         add_note(error, f"rate-limit-shield: the call's {limit}deadline cut attempt {attempt} off")
-        self._emit(GAVE_UP, attempt, None, None, error)
+        self._emit(
+            GAVE_UP, attempt, None, None, error, duration=self._since(began),
+            reason="the deadline cut the attempt off",
+        )  # fmt: skip
         return error
 
     def _left(self, deadline: float) -> float:
@@ -647,6 +673,7 @@ class Shield:
         started: float,
         attempt: int,
         cost: Cost,
+        began: float | None,
     ) -> T:
         """Hand a stream that delivered its first item to a guard holding the permit and slot.
 
@@ -660,7 +687,9 @@ class Shield:
         usage = self._usage_of if reservation is not None and self._usage is not None else None
 
         def on_end(error: BaseException | None, last: Any) -> BaseException | None:
-            return self._end_stream(permit, reservation, attempt, cost, duration, error, last)
+            return self._end_stream(
+                permit, reservation, attempt, cost, duration, began, error, last
+            )
 
         def track(so_far: Cost | None, item: Any) -> Cost | None:
             assert usage is not None
@@ -680,6 +709,7 @@ class Shield:
         attempt: int,
         cost: Cost,
         duration: float,
+        began: float | None,
         error: BaseException | None,
         last: Any,
     ) -> BaseException | None:
@@ -693,8 +723,7 @@ class Shield:
                 breaker.record(permit, _SUCCESS, duration)
             if reservation is not None and self._usage is not None:
                 self._settled(reservation, last, cost, attempt)  # what `track` folded
-            if attempt > 1:
-                self._emit(SUCCEEDED, attempt, None, _SUCCESS, None)
+            self._emit(SUCCEEDED, attempt, None, _SUCCESS, None, duration=self._since(began))
             return None
         if not isinstance(error, Exception):  # interrupted: no verdict on the provider
             if permit is not None and breaker is not None:
@@ -704,9 +733,9 @@ class Shield:
         if permit is not None and breaker is not None:
             breaker.record(permit, outcome, duration)
         self._learn(outcome, error)
-        self._throttled(outcome, hint, attempt, error)
+        self._throttled(outcome, hint, attempt, error, error)
         raised = replacement if replacement is not None else error
-        self._give_up(raised, attempt, outcome, "the stream failed after delivering items")
+        self._give_up(raised, attempt, outcome, "the stream failed after delivering items", began)
         return replacement
 
     def _duration(self, started: float) -> float:
@@ -714,13 +743,23 @@ class Shield:
         return self._clock.monotonic() - started if self._timed else 0.0
 
     def _after_success(
-        self, reservation: Reservation | None, result: Any, attempt: int, cost: Cost
+        self,
+        reservation: Reservation | None,
+        result: Any,
+        attempt: int,
+        cost: Cost,
+        began: float | None,
     ) -> None:
-        """Settle the rate reservation from the result's usage; tell of a success after retries."""
+        """Settle the rate reservation from the result's usage; tell of the success when the
+        call was timed (someone listened as it began)."""
         if self._usage is not None and reservation is not None:
             self._settled(reservation, self._usage_of(result), cost, attempt)
-        if attempt > 1:
-            self._emit(SUCCEEDED, attempt, None, _SUCCESS, None)
+        if began is not None:
+            self._emit(SUCCEEDED, attempt, None, _SUCCESS, None, duration=self._since(began))
+
+    def _since(self, began: float | None) -> float | None:
+        """Seconds since the call began, if it was timed."""
+        return None if began is None else self._clock.monotonic() - began
 
     def _usage_of(self, subject: Any) -> Cost | None:
         """The real cost a result or stream item reports; None (keep the estimate) when reading
@@ -747,12 +786,10 @@ class Shield:
         charged: tell once per key whose calls reserve tokens (see `unsettled`)."""
         if actual is not None:
             self._settle(reservation, actual)
-        elif (
-            self._token_limited
-            and self._limiter is not None
-            and unsettled(self.name, self._limiter.limits, cost)
-        ):
-            self._emit(UNSETTLED, attempt, None, _SUCCESS, None)
+        elif self._token_limited and self._limiter is not None:
+            binding = unsettled(self.name, self._limiter.limits, cost)
+            if binding is not None:
+                self._emit(UNSETTLED, attempt, None, _SUCCESS, None, reason=binding)
 
     def _settle(self, reservation: Reservation, actual: Cost | None) -> None:
         if actual is not None and self._limiter is not None:
@@ -771,6 +808,7 @@ class Shield:
         attempt: int,
         deadline: float,
         previous: float | None,
+        began: float | None,
     ) -> float | None:
         """Record a failed, throttled or ignored attempt and decide what comes next.
 
@@ -793,15 +831,19 @@ class Shield:
                 self._settle(reservation, self._usage_of(subject))
             elif outcome is not _FAILURE:
                 self._settle(reservation, _ONE_REQUEST)
-        self._throttled(outcome, hint, attempt, error)
+        self._throttled(outcome, hint, attempt, error, subject)
         if replacement is not None:
-            self._emit(GAVE_UP, attempt, None, outcome, replacement)
+            self._give_up(replacement, attempt, outcome, "not retryable", began, note=False)
             raise replacement from error
-        if outcome is _IGNORED or outcome is _SUCCESS:  # an error a classifier calls a success
+        if outcome is _IGNORED:
+            if error is not None:
+                self._give_up(error, attempt, outcome, "not retryable", began, note=False)
+            return None
+        if outcome is _SUCCESS:  # an error a classifier calls a success
             return None
         retry = self._retry
         if retry is None or attempt >= retry.max_attempts:
-            self._give_up(error, attempt, outcome, "attempts used up")
+            self._give_up(error, attempt, outcome, "attempts used up", began)
             return None
         time_left = deadline - now
         if hint is not None and hint > time_left:
@@ -814,10 +856,12 @@ class Shield:
                 ),
                 attempt,
                 outcome,
+                began,
+                "the server's hint outlasts the time left",
             )
         delay = retry.next_delay(attempt, previous, hint, time_left)
         if delay is None:
-            self._give_up(error, attempt, outcome, "deadline reached")
+            self._give_up(error, attempt, outcome, "deadline reached", began)
             return None
         if self._breaker is not None:
             open_for = self._breaker.retry_after
@@ -831,44 +875,79 @@ class Shield:
                     ),
                     attempt,
                     outcome,
+                    began,
+                    "the circuit opened",
                 )
         if self._budget is not None and not self._budget.try_spend():
-            self._give_up(error, attempt, outcome, "retry budget exhausted")
+            self._give_up(error, attempt, outcome, "retry budget exhausted", began)
             return None
-        self._emit(RETRY, attempt, delay, outcome, error)
+        why = "the result was rejected" if error is None else describe(error)
+        self._emit(RETRY, attempt, delay, outcome, error, reason=why)
         return delay
 
     def _throttled(
-        self, outcome: Outcome, hint: float | None, attempt: int, error: BaseException | None
+        self,
+        outcome: Outcome,
+        hint: float | None,
+        attempt: int,
+        error: BaseException | None,
+        subject: Any,
     ) -> None:
-        """The server throttled with a hint: pause the key for every caller."""
-        if outcome is _THROTTLED and hint is not None and self._limiter is not None:
+        """The server throttled: with a hint, pause the key for every caller; tell either way
+        (`subject`, the error or the result, says where the hint came from)."""
+        if outcome is not _THROTTLED:
+            return
+        if hint is not None and self._limiter is not None:
             self._limiter.pause(hint)
-            self._emit(THROTTLED, attempt, hint, outcome, error)
+        if heard(self.on_event, THROTTLED):
+            self._emit(THROTTLED, attempt, hint, outcome, error, reason=_hint_source(subject, hint))
 
     def _give_up(
-        self, error: BaseException | None, attempt: int, outcome: Outcome, reason: str
+        self,
+        error: BaseException | None,
+        attempt: int,
+        outcome: Outcome,
+        reason: str,
+        began: float | None,
+        *,
+        note: bool = True,
     ) -> None:
-        """No further attempt: note why on the error the driver will raise."""
-        if error is not None:
+        """No further attempt: note why on the error the driver will raise, and tell."""
+        if error is not None and note:
             add_note(error, f"rate-limit-shield: gave up after {attempt} attempt(s): {reason}")
-        self._emit(GAVE_UP, attempt, None, outcome, error)
+        took = self._since(began)
+        self._emit(GAVE_UP, attempt, None, outcome, error, duration=took, reason=reason)
 
-    def _refuse(self, refusal: ShieldError, attempt: int, outcome: Outcome) -> ShieldError:
+    def _refuse(
+        self,
+        refusal: ShieldError,
+        attempt: int,
+        outcome: Outcome,
+        began: float | None,
+        reason: str,
+    ) -> ShieldError:
         """Stop retrying with a `ShieldError` instead of the function's own error."""
-        self._emit(GAVE_UP, attempt, None, outcome, refusal)
+        self._give_up(refusal, attempt, outcome, reason, began, note=False)
         return refusal
 
     def _emit(
         self,
         kind: str,
         attempt: int,
-        delay: float | None,
-        outcome: Outcome | None,
-        error: BaseException | None,
+        delay: float | None = None,
+        outcome: Outcome | None = None,
+        error: BaseException | None = None,
+        *,
+        duration: float | None = None,
+        limit: str | None = None,
+        reason: str | None = None,
     ) -> None:
-        if self.on_event is not None:
-            emit(self.on_event, Event(kind, self.name, attempt, delay, outcome, error))
+        """Tell the listener and the log, if either hears events of `kind`."""
+        on_event = self.on_event
+        if heard(on_event, kind):
+            event = Event(kind, self.name, attempt, delay, outcome, error, None, duration, limit,
+                          reason)  # fmt: skip
+            report(on_event, event)
 
     def __repr__(self) -> str:
         return (
@@ -876,3 +955,19 @@ class Shield:
             f"breaker={self._breaker!r}, retry={self._retry!r}, bulkhead={self._bulkhead!r})"
         )
 
+
+def _hint_source(subject: Any, hint: float | None) -> str:
+    """Where a throttle's hint came from, in words: the Retry-After header, a rate-limit reset
+    header, or else the server's message or body (or a `RateLimited`'s own); "backoff" without
+    one. Read as the classifier reads them, and only when someone hears of the throttle."""
+    if hint is None:
+        return "backoff"
+    headers = headers_of(subject)
+    if headers is not None:
+        info = RateLimitInfo.from_headers(headers)
+        if info.retry_after is not None:
+            return "retry-after"
+        reset = info.reset_hint()
+        if reset is not None and abs(reset - hint) < 1.0:
+            return "reset header"
+    return "retry_after" if isinstance(subject, ShieldError) else "server message"

@@ -312,9 +312,9 @@ def test_falling_back_is_an_event_and_an_info_log(
     assert isinstance(answered.error, ConnectionError)
     (record,) = [record for record in caplog.records if "answered" in record.getMessage()]
     assert record.levelno == logging.INFO
-    assert record.name == "rate_limit_shield"
+    assert record.name == "rate_limit_shield.shield"
     assert record.getMessage() == (
-        "rate_limit_shield: gpt-4o-mini answered the call made for gpt-4o "
+        "[gpt-4o] gpt-4o-mini answered the call made for gpt-4o "
         "(fallbacks tried: gpt-4o-mini (ConnectionError from gpt-4o))"
     )
 
