@@ -4,6 +4,7 @@ fleet of processes shares there, as they left it."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ class Throttled(Exception):
 def _member(config: str, start: Any, results: Any) -> None:
     """One process of the fleet: successes on gpt-fleet, failures retried on budget-fleet's
     shared budget, a failure that opens breaker-fleet's shared breaker, and a 429."""
+    logging.getLogger("rate_limit_shield").addHandler(logging.NullHandler())  # give-ups expected
     registry = rls.Registry()
     registry.configure_from_file(config)
 
