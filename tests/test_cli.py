@@ -35,6 +35,7 @@ fallbacks = ["claude-sonnet-4"]
 
 [policies."gpt-*"]
 rpm = 100
+breaker = { slow_call_duration = 20, window_seconds = 120, max_recovery_timeout = 300 }
 
 [policies."claude-sonnet-4"]
 rpm = 40
@@ -159,7 +160,9 @@ def test_check_prints_each_patterns_policy_defaults_included(
         "30000/60s tokens",
         "4 attempts",
         "1s x2 to 30s, full jitter",  # RetryPolicy's defaults, filled in
-        "50% failed of 20 calls (min 10)",
+        "50% failed over 20 calls (min 10)",
+        "100% slower than 20s over 2m (min 10 calls)",
+        "open 30s to 5m",
         "shared",
         "8 at once",
         "budget 10% + 1/s over 10s",

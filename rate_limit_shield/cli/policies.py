@@ -210,10 +210,11 @@ def _breaker(section: Mapping[str, Any] | None) -> str:
     if options["failure_threshold"] is not None:
         opens.append(f"{options['failure_threshold']} failures in a row")
     if options["failure_rate"] is not None:
-        opens.append(f"{options['failure_rate']:.0%} failed{_window(options)}")
+        opens.append(f"{options['failure_rate']:.0%} failed over {_window(options)}")
     if options["slow_call_duration"] is not None:
         rate = options["slow_call_rate"] if options["slow_call_rate"] is not None else 1.0
-        opens.append(f"{rate:.0%} over {seconds(options['slow_call_duration'])}{_window(options)}")
+        slow = seconds(options["slow_call_duration"])
+        opens.append(f"{rate:.0%} slower than {slow} over {_window(options)}")
     open_for = seconds(options["recovery_timeout"])
     if options["max_recovery_timeout"] is not None:
         open_for += f" to {seconds(options['max_recovery_timeout'])}"
@@ -231,9 +232,9 @@ def _breaker(section: Mapping[str, Any] | None) -> str:
 def _window(options: Mapping[str, Any]) -> str:
     """The window a rate is counted over, and the calls it needs first."""
     if options["window_seconds"] is not None:
-        return f" of {seconds(options['window_seconds'])} (min {options['min_calls']} calls)"
+        return f"{seconds(options['window_seconds'])} (min {options['min_calls']} calls)"
     size = options["window"] if options["window"] is not None else _DEFAULT_WINDOW
-    return f" of {size} calls (min {min(options['min_calls'], size)})"
+    return f"{size} calls (min {min(options['min_calls'], size)})"
 
 
 def _bulkhead(policy: Policy) -> str:
