@@ -13,7 +13,6 @@ rate limit, so that the provider, whose limit is the same, throttles none of it.
 
 from __future__ import annotations
 
-import functools
 import json
 import urllib.error
 import urllib.request
@@ -21,10 +20,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .breaker import State
 from .clock import SYSTEM_CLOCK, Clock
 from .decorators import shielded
-from .events import FALLBACK, REJECTED, RETRY, THROTTLED, Event
+from .events import BREAKER, FALLBACK, REJECTED, RETRY, THROTTLED, Event
 from .limiter import Limit
 from .registry import Registry
 from .testing import FakeProvider
@@ -114,10 +112,6 @@ class _Demo:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.registry = Registry()
         self.registry.configure(self._policies(), clock=clock, on_event=self._event)
-        for model in MODELS:
-            breaker = self.registry.key(model).breaker
-            if breaker is not None:
-                breaker.add_listener(functools.partial(self._moved, model))
         url = provider.url + FakeProvider.OPENAI_PATH
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1
 
@@ -163,9 +157,6 @@ class _Demo:
         if line is not None:
             cause = f" ({_cause(event.error)})" if event.error is not None else ""
             self.say(f"{event.key}: {line(event)}{cause}")
-
-    def _moved(self, model: str, old: State, new: State) -> None:
-        self.say(f"{model}: breaker {old.value} -> {new.value}")
 
     def say(self, line: str, *, heading: bool = False) -> None:
         """Log `line`: a stage's heading as is, what happened in it indented."""
@@ -261,6 +252,7 @@ _EVENT_LINES: dict[str, Callable[[Event], str]] = {
     THROTTLED: lambda event: f"throttled: the key pauses {event.delay or 0:.2f}s",
     REJECTED: lambda event: "refused without calling",
     FALLBACK: lambda event: f"falling back to {event.fallback}",
+    BREAKER: lambda event: f"breaker {' -> '.join(event.transition or ())}: {event.reason}",
 }
 """The events the demo tells of, one line each (the rest are counted only)."""
 
