@@ -606,7 +606,8 @@ def test_killed_redis_breaker_works_in_memory_then_publishes_when_back(
         assert here.snapshot()["redis_available"] is False
         warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
         assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
-        assert "shared circuit breaker of 'model'" in warnings[0].getMessage()
+        assert "[model]" in warnings[0].getMessage()
+        assert "breaking circuits in this process only" in warnings[0].getMessage()
         assert "ConnectionError" in warnings[0].getMessage()
         own_redis_server.start()  # empty: persistence is off
         clock.advance(2.0)  # Redis is tried again
@@ -707,7 +708,9 @@ def test_killed_redis_budget_decides_in_memory_then_returns(
             "calls": 10, "retries": 5, "retries_left": 0.0, "redis_available": False,
         }  # fmt: skip
         warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
-        assert len(warnings) == 1 and "shared retry budget of 'model'" in warnings[0].getMessage()
+        assert len(warnings) == 1
+        assert "[model]" in warnings[0].getMessage()
+        assert "counting retries in this process only" in warnings[0].getMessage()
         own_redis_server.start()
         clock.advance(2.0)
         for _ in range(4):
