@@ -371,10 +371,16 @@ class Limiter:
                 self._paused_until = until
 
     def clamp(
-        self, unit: str, remaining: float, limit: float | None = None, reset: float | None = None
+        self,
+        unit: str,
+        remaining: float,
+        limit: float | None = None,
+        reset: float | None = None,
+        per_seconds: float | None = None,
     ) -> None:
-        """Hold the local bucket of `unit` to what the provider reports: `remaining` of `limit`,
-        full again in `reset` seconds.
+        """Hold the local bucket of `unit` to what the provider reports: `remaining` of `limit`
+        (counted over `per_seconds`, when the provider's window is known), full again in `reset`
+        seconds.
 
         A server that says less is left than this limiter thinks (other clients share the quota)
         is believed; one that says more is not, since calls in flight here are not in its count
@@ -384,13 +390,26 @@ class Limiter:
         is later (a reset tells when its bucket is full again, which can be a moment away), and
         the configured shape comes back. A `limit` below 1 could not admit a single unit: it is
         malformed and ignored. With nothing left, the next unit waits for the provider's refill.
-        Of several limits of `unit`, the one whose amount is nearest `limit` is held (the
-        shortest window when `limit` is unknown).
+
+        Of several limits of `unit`, the one counted over `per_seconds` is held (the one whose
+        amount is nearest `limit` if several are). With no limit over that window, `remaining`
+        still caps the limit of the nearest window (what is left of a day's quota is all that
+        can go this hour or minute), and `limit` is never adopted: 1000 a day is no rate of any
+        other window. With `per_seconds` unknown, the limit whose amount is nearest `limit` is
+        held (the shortest window when `limit` is unknown too).
         """
+        if not remaining >= 0.0:
+            return
         provider = limit if limit is not None and 1.0 <= limit < math.inf else None
-        index = self._clamped_limit(unit, remaining, provider, reset)
-        if index is not None:
-            self._raise_tat(index, self._clamp_seconds(index, remaining, provider, reset))
+        window = per_seconds if per_seconds is not None and 0.0 < per_seconds < math.inf else None
+        index = self._held_limit(unit, provider, window)
+        if index is None:
+            return
+        if window is not None and self.limits[index].per_seconds != window:
+            provider = None  # counted over another window: it caps, it is never adopted
+        if provider is not None:
+            self._adopt(index, provider, reset)
+        self._raise_tat(index, self._clamp_seconds(index, remaining, provider, reset))
 
     @property
     def rate_factor(self) -> float:
@@ -567,17 +586,27 @@ class Limiter:
         plain = len(self.limits) == 1 and self._chains is None and self._shares == (1.0,)
         self._simple_capacity = self._capacities[0] if plain else -1.0
 
-    def _clamped_limit(
-        self, unit: str, remaining: float, provider: float | None, reset: float | None
+    def _held_limit(
+        self, unit: str, provider: float | None, window: float | None
     ) -> int | None:
-        """The index of the limit of `unit` that a provider's report holds, once it has adopted
-        a lower `provider` limit; None when there is none, or `remaining` is not a count."""
+        """The index of the limit of `unit` that a provider's report of `provider` units per
+        `window` holds (see `clamp`); None when there is no limit of `unit`."""
         indexes = [index for index, own in enumerate(self._units) if own == unit]
-        if not indexes or not remaining >= 0.0:
+        if not indexes:
             return None
+        limits = self.limits
+        if window is not None:
+            same = [index for index in indexes if limits[index].per_seconds == window]
+            if not same:
+                return min(indexes, key=lambda i: abs(math.log(limits[i].per_seconds / window)))
+            indexes = same
         if provider is None:
-            return min(indexes, key=lambda i: self.limits[i].per_seconds)
-        index = min(indexes, key=lambda i: abs(math.log(self.limits[i].amount / provider)))
+            return min(indexes, key=lambda i: limits[i].per_seconds)
+        return min(indexes, key=lambda i: abs(math.log(limits[i].amount / provider)))
+
+    def _adopt(self, index: int, provider: float, reset: float | None) -> None:
+        """Let limit `index` take a provider's lower amount `provider` for a while, or end the
+        one it learned when the provider grants the configured amount or more (see `clamp`)."""
         limit = self.limits[index]
         share = min(1.0, provider / limit.amount)
         lasting = limit.per_seconds
@@ -593,7 +622,6 @@ class Limiter:
                 shares = list(self._shares)
                 shares[index] = share
                 self._reshape_locked(tuple(shares), self._rate_factor)
-        return index
 
     def _forget_learned_locked(self, now: float) -> None:
         """Give every learned limit that has lapsed by `now` its configured shape back."""

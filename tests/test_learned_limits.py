@@ -188,3 +188,21 @@ def test_a_model_key_learns_a_lower_limit_refuses_what_exceeds_it_and_recovers()
     clock.advance(60.0)
     key.shield.call(create, messages=[], max_tokens=32_000)  # the key sends again, and learns
     assert len(sent) == 2
+
+
+def test_a_clamp_of_a_known_window_on_redis_matches_the_in_memory_one(redis_url: str) -> None:
+    """Slow limits: the real time between the two limiters' decisions moves no level."""
+    backend = pytest.importorskip("rate_limit_shield.backends.redis")
+    client, aclient = backend.from_url(redis_url)
+    limits = [Limit(1000, 3600), Limit(14_400, 86_400)]
+    shared = backend.RedisLimiter(limits, client=client, aclient=aclient, name="groq")
+    alone = Limiter(limits, clock=FakeClock())
+    for limiter in (shared, alone):
+        limiter.clamp("requests", 900, limit=1000, reset=86.4, per_seconds=86_400)  # held, adopted
+        limiter.clamp("requests", 800, limit=900, per_seconds=604_800)  # a week's: caps the day's
+    assert alone.levels() == {
+        "1000/3600s requests": 1000,
+        "14400/86400s requests": pytest.approx(800),
+    }
+    assert shared.levels() == pytest.approx(alone.levels(), abs=0.01)
+    assert shared.wait_time(801) == pytest.approx(alone.wait_time(801), abs=0.5)

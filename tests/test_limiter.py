@@ -844,6 +844,46 @@ def test_clamp_picks_the_limit_nearest_the_providers_and_else_the_shortest_windo
     assert limiter.levels()["100/60s requests"] == pytest.approx(40)
 
 
+def test_clamp_of_a_known_window_holds_the_limit_counted_over_it_not_the_nearest_amount() -> None:
+    """Groq's 1000 requests a day: the key's daily limit holds it, not its 1000 a minute."""
+    clock = FakeClock()
+    limiter = Limiter([Limit(1000, 60), Limit(14_400, 86_400)], clock=clock)
+    limiter.clamp("requests", 900, limit=1000, reset=86.4, per_seconds=86_400)
+    assert limiter.levels() == {"1000/60s requests": 1000, "14400/86400s requests": approx(900)}
+    clock.advance(864.0)
+    assert limiter.levels()["14400/86400s requests"] == approx(910)  # adopted: 1000 a day
+
+
+def test_clamp_of_a_window_the_key_does_not_count_caps_the_nearest_and_adopts_nothing() -> None:
+    """What remains of a day caps the hourly bucket (the nearest window); the provider's daily
+    amount is no hourly or minute limit, so every rate stays as configured."""
+    clock = FakeClock()
+    limiter = Limiter([Limit(1000, 60), Limit(20_000, 3600)], clock=clock)
+    limiter.clamp("requests", 500, limit=600, reset=3600.0, per_seconds=86_400)
+    assert limiter.levels() == {"1000/60s requests": 1000, "20000/3600s requests": approx(500)}
+    clock.advance(36.0)
+    assert limiter.levels()["20000/3600s requests"] == approx(700)  # 20000 an hour, not 600
+    minute = Limiter([Limit(1000, 60)], clock=clock)
+    minute.clamp("requests", 500, limit=600, per_seconds=86_400)
+    assert minute.available == approx(500)
+    clock.advance(6.0)
+    assert minute.available == approx(600)  # 1000 a minute: 100 in 6 s, not 60
+
+
+def test_clamp_of_a_spent_window_the_key_does_not_count_waits_for_its_reset() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(1000, 60)], clock=clock)
+    limiter.clamp("requests", 0, limit=1000, reset=86.4, per_seconds=86_400)
+    assert limiter.wait_time() == approx(86.4)
+
+
+@pytest.mark.parametrize("per_seconds", [0.0, -60.0, math.nan, math.inf])
+def test_clamp_takes_a_window_of_no_finite_length_for_an_unknown_one(per_seconds: float) -> None:
+    limiter = Limiter([Limit(10_000, 86_400), Limit(100, 60)], clock=FakeClock())
+    limiter.clamp("requests", 0, limit=10_000, per_seconds=per_seconds)
+    assert limiter.levels() == {"10000/86400s requests": approx(0), "100/60s requests": 100}
+
+
 def test_clamp_a_remaining_above_the_capacity_changes_nothing() -> None:
     limiter = Limiter([Limit(60, 60)], clock=FakeClock())
     limiter.clamp("requests", 1_000, limit=1_000)

@@ -170,6 +170,28 @@ def test_a_per_day_limit_is_held_to_a_daily_limit_of_the_key() -> None:
     }
 
 
+def test_a_per_day_limit_lands_on_the_daily_limit_even_when_a_minute_limit_has_its_amount() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(1000, 60), Limit(14_400, 86_400)], clock=clock)
+    Guide(limiter, clock=clock)(Outcome.SUCCESS, Response(200, GROQ))
+    assert limiter.levels() == {
+        "1000/60s requests": pytest.approx(1000),
+        "14400/86400s requests": pytest.approx(999),  # Groq's 1000 a day, adopted
+    }
+    clock.advance(86.4)
+    assert limiter.levels()["14400/86400s requests"] == pytest.approx(1000)
+
+
+def test_what_remains_of_a_day_caps_the_keys_nearest_window() -> None:
+    clock = FakeClock()
+    limiter = Limiter([Limit(2000, 60), Limit(20_000, 3600)], clock=clock)
+    Guide(limiter, clock=clock)(Outcome.SUCCESS, Response(200, GROQ))
+    assert limiter.levels() == {
+        "2000/60s requests": pytest.approx(2000),
+        "20000/3600s requests": pytest.approx(999),
+    }
+
+
 def test_a_per_day_quota_with_nothing_left_holds_the_key_until_its_reset() -> None:
     clock = FakeClock()
     limiter = Limiter([Limit(2000, 60)], clock=clock)

@@ -112,17 +112,11 @@ class Guide:
     def clamp(self, info: RateLimitInfo) -> None:
         """Hold each local bucket to what the provider says remains of it.
 
-        A provider's limit counted over a window of its own (Groq's requests per day) is adopted
-        only by a key that counts the unit over that window too: 1000 a day is not 1000 a
-        minute. What remains of it still caps the key's bucket, and none left holds the key
-        until the provider's reset."""
+        A provider's limit counted over a window of its own (Groq's requests per day) is held by
+        the key's limit of that window, and adopted by no other: 1000 a day is not 1000 a
+        minute. Without one, what remains of it still caps the key's nearest window, and none
+        left holds the key until the provider's reset (see `Limiter.clamp`)."""
         limiter = self._limiter
         for unit, quota in info.quotas().items():
             if quota.remaining is not None:
-                limit = quota.limit
-                if quota.per_seconds is not None and not any(
-                    own.unit == unit and own.per_seconds == quota.per_seconds
-                    for own in limiter.limits
-                ):
-                    limit = None
-                limiter.clamp(unit, quota.remaining, limit, quota.reset)
+                limiter.clamp(unit, quota.remaining, quota.limit, quota.reset, quota.per_seconds)
