@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +23,7 @@ import pytest
 import rate_limit_shield as rls
 from rate_limit_shield.llm.headers import parse_duration
 from rate_limit_shield.testing import FakeClock, FakeProvider, isolated
+from rate_limit_shield.testing.provider import main
 from rate_limit_shield.testing.provider.wire import go_duration
 
 OPENAI = FakeProvider.OPENAI_PATH
@@ -1141,6 +1146,66 @@ def test_a_stopped_provider_can_start_again_and_not_twice(sdk: Clients) -> None:
     assert provider.received == 2
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_provider_listens_on_the_port_it_is_given(sdk: Clients) -> None:
+    port = free_port()
+    with FakeProvider(port=port) as provider:
+        assert provider.url == f"http://127.0.0.1:{port}"
+        chat(sdk.of(provider).openai)
+
+
+def test_the_module_runs_a_provider_until_interrupted(sdk: Clients) -> None:
+    """`python -m rate_limit_shield.testing.provider` prints its URL, serves the limits it is
+    given, and Ctrl-C (SIGINT) stops it cleanly. A real process: generous bounds."""
+    command = [sys.executable, "-m", "rate_limit_shield.testing.provider", "--port", "0"]
+    command += ["--requests", "60", "--tokens", "100000"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", first)
+        assert url is not None, first
+        client = sdk.openai.with_options(base_url=url.group() + "/v1")
+        headers = chat(client).headers
+        assert headers["x-ratelimit-limit-requests"] == "60"
+        assert headers["x-ratelimit-limit-tokens"] == "100000"
+        server.send_signal(signal.SIGINT)
+        _, errors = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert server.returncode == 0
+    assert errors == ""  # no traceback
+
+
+def test_main_refuses_bad_settings_without_serving(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--per-seconds", "7"], ["--requests", "0"], ["--port", "70000"]):
+        with pytest.raises(SystemExit) as refused:
+            main(argv)
+        assert refused.value.code == 2
+    errors = capsys.readouterr().err
+    assert "per-seconds" in errors
+    assert "requests: 0.0 must be a positive amount" in errors
+    assert "port: 70000" in errors
+
+
+def test_main_says_when_its_port_is_taken(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--port", str(port)], prog="rate-limit-shield fake-provider") == 1
+    assert capsys.readouterr().err.startswith(
+        f"rate-limit-shield fake-provider: cannot listen on 127.0.0.1:{port}: "
+    )
+
+
 @pytest.mark.parametrize(
     ("options", "named"),
     [
@@ -1148,6 +1213,9 @@ def test_a_stopped_provider_can_start_again_and_not_twice(sdk: Clients) -> None:
         ({"tokens": -5}, "tokens"),
         ({"input_tokens": float("nan")}, "input_tokens"),
         ({"per_seconds": 0}, "per_seconds"),
+        ({"port": -1}, "port"),
+        ({"port": 65536}, "port"),
+        ({"port": "8080"}, "port"),
         ({"models": "gpt-4o"}, "models"),  # a name, not a list of them
         ({"models": ["gpt-4o", ""]}, "models"),
         ({"models": [None]}, "models"),

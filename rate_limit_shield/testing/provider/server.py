@@ -167,6 +167,7 @@ class FakeProvider:
         clock: Clock | None = None,
         models: Iterable[str] | None = None,
         first_token_delay: float | None = None,
+        port: int = 0,
     ) -> None:
         amounts = {
             "requests": requests,
@@ -185,6 +186,8 @@ class FakeProvider:
             )
         if stream_pace is not None and not 0 < stream_pace < math.inf:
             raise ValueError(f"stream_pace: {stream_pace!r} must be a positive number or None")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port: {port!r} must be a TCP port number, or 0 for any free one")
         if first_token_delay is not None and not 0 <= first_token_delay < math.inf:
             raise ValueError(
                 f"first_token_delay: {first_token_delay!r} must be a number of seconds or None"
@@ -194,6 +197,7 @@ class FakeProvider:
         self._per_seconds = float(per_seconds)
         self._lengths = _length_range(completion_tokens)
         self._random = random.Random(seed)
+        self._port = port
         self._interval = 0.0 if stream_pace is None else 1 / stream_pace
         self._first_token = self._interval if first_token_delay is None else first_token_delay
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
@@ -222,11 +226,12 @@ class FakeProvider:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> FakeProvider:
-        """Bind a free port on 127.0.0.1 and serve from a daemon thread; returns self."""
+        """Bind `port` (any free one if 0) on 127.0.0.1 and serve from a daemon thread; returns
+        self. OSError if the port is taken."""
         if self._server is not None:
             raise RuntimeError(f"FakeProvider is already running at {self.url}")
         self._stopping.clear()
-        self._server = Server(self)
+        self._server = Server(self, self._port)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": _POLL_INTERVAL},

@@ -22,9 +22,9 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # fifty clients connecting at once must not wait on SYN retries
 
-    def __init__(self, provider: FakeProvider) -> None:
+    def __init__(self, provider: FakeProvider, port: int) -> None:
         self.provider = provider
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks the host name up, which can take seconds; no need here.
