@@ -241,14 +241,13 @@ def _message(event: Event) -> str:
     if kind == THROTTLED:
         if event.delay is None:
             return f"[{key}] throttled by the server with no hint: backing off"
-        pause = _seconds(event.delay)
-        return f"[{key}] throttled by the server: the key pauses {pause} ({event.reason})"
+        return f"[{key}] throttled by the server for {_seconds(event.delay)} ({event.reason})"
     if kind == BREAKER:
         old, new = event.transition or ("?", "?")
         lasting = f" for {_seconds(event.delay)}" if event.delay is not None else ""
         return f"[{key}] circuit breaker {old} -> {new}{lasting}: {event.reason}"
     if kind == FALLBACK:
-        return f"[{key}] {error}; falling back to {event.fallback}"
+        return f"[{key}] could not answer ({error}); falling back to {event.fallback}"
     if kind == FELL_BACK:
         return f"[{key}] {event.fallback} answered the call made for {key} ({event.reason})"
     if kind == BACKEND_DOWN:
