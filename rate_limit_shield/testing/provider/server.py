@@ -95,15 +95,16 @@ class FakeProvider:
     `advance()` it to refill at once). `per_seconds` is a minute (the default) or a slice of
     one that divides it (1, 2, 3, 4, 5, 6, 10, 12, 15, 20 or 30 s): a per-minute limit enforced
     a slice at a time, as OpenAI does, and stated per minute, so `requests=20, per_seconds=1`
-    is 1,200 requests a minute that never come 21 in one second. `requests` costs 1 per request;
+    is 1,200 requests a minute in bursts of at most 20. `requests` costs 1 per request;
     `tokens` (OpenAI's TPM) prompt + max_tokens; `input_tokens` / `output_tokens` (Anthropic's
     ITPM / OTPM) the prompt / max_tokens. All given buckets apply to both APIs; a request is
     admitted by all or refused by all, and its charge is then settled to the real usage
     (refunding unused max_tokens; a request without max_tokens, admitted on its prompt, then
     owes its whole answer, which may leave a bucket in debt that later requests wait out). As
     OpenAI and Anthropic document, the settle comes when the answer is complete: at once for a
-    whole answer, and when its last token is written for a stream paced by `stream_pace`
-    (until then the stream's charge is its admission charge, and the headers say so).
+    whole answer, and when its last token is written for a stream that takes time (with
+    `stream_pace` or `first_token_delay`; until then the stream's charge is its admission
+    charge, and the headers say so).
     A refused request is a 429 with the API's body and message (in per-minute terms),
     `retry-after` (whole seconds rounded up) and `retry-after-ms`; a request bigger than a
     bucket is a 429 without them. Every answer to a model carries the rate-limit headers of its
@@ -203,7 +204,7 @@ class FakeProvider:
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self._lock = threading.Lock()
         self._buckets: dict[str, dict[str, Bucket]] = {}
-        # Settles of paced streams still being written: (when, order, model, change by unit).
+        # Settles of streams still being written: (when, order, model, change by unit).
         self._settles: list[tuple[float, int, str, dict[str, float]]] = []
         self._order = itertools.count()
         self._scripts: list[_Script] = []
@@ -497,7 +498,8 @@ class FakeProvider:
             cut=per_choice < length,
         )
         if not request.stream:
-            self._use(request, buckets, admission, per_choice * request.choices, now, True)
+            completion = per_choice * request.choices
+            self._use(request, buckets, admission, completion, done=now, answered=True)
             return Reply(200, dialect.limit_headers(buckets, wall), dialect.completion(answer))
         broken = self._take(("stream_error",), dialect.path, request.model)
         stream = timeline(
@@ -507,7 +509,8 @@ class FakeProvider:
             error=None if broken is None else dialect.stream_error(),
             after=0 if broken is None else int(broken.arg),
         )
-        self._use(request, buckets, admission, stream.tokens, now + stream.lasts, broken is None)
+        done = now + stream.lasts
+        self._use(request, buckets, admission, stream.tokens, done=done, answered=broken is None)
         (_, head), *later = stream.writes
         return Reply(
             200,
@@ -523,6 +526,7 @@ class FakeProvider:
         buckets: dict[str, Bucket],
         admission: dict[str, float],
         completion: int,
+        *,
         done: float,
         answered: bool,
     ) -> None:
