@@ -6,7 +6,8 @@ enforces a per-minute limit in such slices ("60,000 requests/minute may be enfor
 requests/second"), which benchmarks use to go fast. Whatever the slice, a bucket is stated as
 the per-minute limit it enforces (the RPM and TPM that OpenAI's and Anthropic's headers and
 messages give): the same refill rate, and what it lacks counted against the per-minute amount.
-No provider states an hourly limit, so no other window is accepted.
+No provider states an hourly limit, so no other window is accepted; daily limits (OpenAI's
+RPD for some tiers) are not modelled.
 """
 
 from __future__ import annotations

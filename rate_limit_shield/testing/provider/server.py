@@ -509,7 +509,7 @@ class FakeProvider:
             error=None if broken is None else dialect.stream_error(),
             after=0 if broken is None else int(broken.arg),
         )
-        done = now + stream.lasts
+        done = now + stream.duration
         self._use(request, buckets, admission, stream.tokens, done=done, answered=broken is None)
         (_, head), *later = stream.writes
         return Reply(

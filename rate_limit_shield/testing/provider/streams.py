@@ -15,13 +15,13 @@ events that end its choice or the stream)."""
 
 class Timeline(NamedTuple):
     """What to write and when: `writes` as (seconds after the head, bytes), the first at 0;
-    `tokens` the token events among them."""
+    `tokens` the tokens written before any error."""
 
     writes: tuple[tuple[float, bytes], ...]
     tokens: int
 
     @property
-    def lasts(self) -> float:
+    def duration(self) -> float:
         """Seconds from the head to the last write."""
         return self.writes[-1][0]
 
