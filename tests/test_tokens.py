@@ -612,9 +612,12 @@ USAGE_KEYS = st.sampled_from(
         *("usage", "usageMetadata", "usage_metadata", "metadata", "message", "response", "type"),
         *("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens", "inputTokens"),
         *("cache_creation_input_tokens", "promptTokenCount", "thoughtsTokenCount"),
+        *("meta", "tokens", "billed_units", "delta"),
     ]
 )
-EVENT_TYPES = st.sampled_from(["message_start", "message_delta", "response.completed"])
+EVENT_TYPES = st.sampled_from(
+    ["message_start", "message_delta", "response.completed", "message-end"]
+)
 JSON_RESULTS = st.recursive(
     JSON_SCALARS | EVENT_TYPES,
     lambda children: (

@@ -31,7 +31,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from .classify import loaded_json
 
 __all__ = [
     "estimate_cost",
@@ -218,16 +220,20 @@ def usage_of(result: object) -> dict[str, float] | None:
     `usage.input_tokens` / `output_tokens`; Anthropic's input adds `cache_creation_input_tokens`
     but not `cache_read_input_tokens`, which Anthropic does not charge to ITPM; Bedrock:
     `usage.inputTokens` (plus `cacheWriteInputTokens`) / `outputTokens`; Gemini: `usage_metadata`
-    or `usageMetadata`, the candidates' and the thoughts' counts as output. A dict it returns for
-    a whole result always holds "requests": 1.
+    or `usageMetadata`, the candidates' and the thoughts' counts as output; Cohere: `usage` (v2)
+    or `meta` (v1), their `tokens` (what the model read and wrote) rather than their
+    `billed_units`. A plain HTTP response (httpx, httpx2, requests, aiohttp) is read for the
+    usage in its JSON body once that body is in memory; a body not read yet is the caller's to
+    stream, and is left alone. A dict it returns for a whole result always holds "requests": 1.
 
     Also called on every item of a stream, where the shield merges the dicts (a later value for
     a unit replaces an earlier one) and settles with the merge at the end. So a stream item gives
     what it knows: an OpenAI chat chunk its usage (the last one, with `stream_options=
     {"include_usage": True}`), Anthropic's `message_start` the whole count so far and
     `message_delta` only its cumulative `output_tokens` (and input when it carries one), OpenAI
-    responses' end events (`response.completed`...) their response's usage, and Bedrock's stream
-    `metadata` event its usage. Cheap on results without usage: a few field lookups.
+    responses' end events (`response.completed`...) their response's usage, Bedrock's stream
+    `metadata` event and Cohere's last event (`message-end`, v1's `stream-end`) their usage.
+    Cheap on results without usage: a few field lookups.
     """
     if type(result) in _PLAIN_RESULTS:
         return None
@@ -239,21 +245,59 @@ def usage_of(result: object) -> dict[str, float] | None:
         usage = _field(_field(result, "message"), "usage")
     elif kind in _RESPONSE_END_EVENTS:
         usage = _field(_field(result, "response"), "usage")
+    elif kind == "message-end":  # Cohere v2 stream's last event
+        usage = _field(_field(result, "delta"), "usage")
+    elif kind:  # any other typed event (Anthropic's, OpenAI responses', Cohere v2's) tells none
+        return None
     else:
         usage = _field(result, "usage_metadata")  # Gemini SDK
         if usage is None:
             usage = _field(result, "usageMetadata")  # Gemini JSON
         if usage is None:
             usage = _field(_field(result, "metadata"), "usage")  # Bedrock stream's last event
-    return None if usage is None else _counts(usage, partial=False)
+        if usage is None:
+            usage = _field(result, "meta")  # Cohere v1
+        if usage is None:
+            usage = _field(_field(result, "response"), "meta")  # Cohere v1 stream's last event
+    if usage is not None:
+        return _counts(usage, partial=False)
+    body = _loaded_body(result)
+    return None if body is None else usage_of(body)
+
+
+def _loaded_body(result: object) -> Mapping[Any, Any] | None:
+    """The JSON object of a plain HTTP response (one with an HTTP status) whose body is in
+    memory, however long; None for anything else. SDK models are not looked into: they keep no
+    body, and pydantic is slow to tell an attribute is missing."""
+    fields = getattr(result, "__dict__", None)
+    if not isinstance(fields, dict):
+        return None
+    status = fields.get("status_code", fields.get("status"))
+    if type(status) is not int or isinstance(result, Mapping):
+        return None
+    return loaded_json(result, max_bytes=math.inf)
 
 
 def _counts(usage: object, *, partial: bool) -> dict[str, float] | None:
-    """Read a usage object by the first provider's names it answers to.
+    """Read a usage object by the first provider's names it answers to, or Cohere's, which
+    nests the counts of what the model read and wrote (`tokens`) and of what it bills
+    (`billed_units`): the former when it tells them."""
+    counts = _named_counts(usage, partial=partial)
+    if counts is None:
+        counts = _named_counts(_field(usage, "tokens"), partial=partial)
+    if counts is None:
+        counts = _named_counts(_field(usage, "billed_units"), partial=partial)
+    return counts
+
+
+def _named_counts(usage: object, *, partial: bool) -> dict[str, float] | None:
+    """The counts of a usage object under the first provider's names it answers to.
 
     A whole result's counts hold every unit (a count Gemini's JSON leaves out is zero); a partial
     one (a stream's running count) holds only the units the usage reports itself.
     """
+    if usage is None:
+        return None
     for names in _USAGE_NAMES:
         inputs = _count(_field(usage, names.input))
         outputs = _count(_field(usage, names.output))
@@ -282,6 +326,8 @@ def _field(source: object, name: str) -> object:
     """
     if isinstance(source, dict):
         return source.get(name)
+    if source is None:  # the end of a chain of lookups that missed
+        return None
     fields = getattr(source, "__dict__", None)
     if isinstance(fields, dict) and name in fields:
         return fields[name]
