@@ -250,7 +250,8 @@ def test_a_validation_error_is_not_retried(
     assert endpoint.requests == [("converse", MODEL)]
     key = registry.key(MODEL)
     assert key.classifier.classify_error(raised.value).outcome is Outcome.IGNORED
-    assert events == [] and key.breaker.state is State.CLOSED
+    assert [(event.kind, event.outcome) for event in events] == [("gave_up", Outcome.IGNORED)]
+    assert key.breaker.state is State.CLOSED
 
 
 def test_a_server_error_is_retried(
