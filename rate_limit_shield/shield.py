@@ -95,7 +95,9 @@ class Shield:
     (a classifier's `plain_results` and the guide's `skip` name result classes not worth asking).
     `timeout` is a deadline for the whole call, retries and waits included; `max_wait` bounds
     each wait for a rate permit. A call returns the function's result, or raises its last
-    exception (with a note of the attempts made), or a `ShieldError`.
+    exception (with a note of the attempts made), or a `ShieldError`. Every decision is an
+    `Event` told to `on_event` and logged (see `events`); a call is timed, and its success
+    built, only when someone hears of it (a listener, or the log at DEBUG).
     """
 
     __slots__ = (
