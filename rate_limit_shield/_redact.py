@@ -1,4 +1,4 @@
-"""What may be said of an error or a URL in a log line: nothing that could be a secret.
+"""What may be said of an error in a log line: nothing that could be a secret.
 
 An SDK's error carries its request (an `Authorization`, `x-api-key` or `api-key` header) and
 its message may quote a key, a URL with a password or a provider's own words: the library
@@ -10,11 +10,10 @@ provider's words reached them.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ShieldError
 
-__all__ = ["describe", "mask_url", "redact"]
+__all__ = ["describe", "redact"]
 
 _MASK = "***"
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE)
@@ -38,19 +37,6 @@ def redact(text: str) -> str:
     text = _NAMED.sub(lambda match: f"{match[1]}{match[2]}{match[3] or ''}{_MASK}", text)
     text = _BEARER.sub(rf"\1 {_MASK}", text)
     return _KEY_SHAPES.sub(_MASK, text)
-
-
-def mask_url(url: str) -> str:
-    """`url` with its password masked (`redis://:***@host:6379/0`); as it is without one."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # not a URL one can split: mask whatever looks like a password in it
-        return redact(url)
-    if password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{_MASK}@{host}"))
 
 
 def describe(error: BaseException) -> str:

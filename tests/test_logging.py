@@ -20,7 +20,8 @@ import pytest
 import structlog
 
 import rate_limit_shield as rls
-from rate_limit_shield import Registry
+from rate_limit_shield import QuotaExhausted, Registry
+from rate_limit_shield._redact import describe
 from rate_limit_shield.events import Event
 from rate_limit_shield.testing import FakeClock
 
@@ -352,3 +353,25 @@ def test_no_secret_reaches_a_log_record_or_an_event_field(
             assert SECRET not in text, event
     # The planted key was there to be found: in the errors the listeners were given.
     assert any(SECRET in repr(vars(event.error)) for event in heard if event.error is not None)
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        "Authorization: Bearer {secret}",
+        "headers {{'x-api-key': '{secret}'}}",
+        "api-key={secret}&model=gpt-4o",
+        "redis://:{secret}@cache:6379/0",
+        "redis://admin:{secret}@cache:6379/0",
+        "password: {secret}",
+    ],
+)
+def test_the_librarys_own_messages_are_told_with_credentials_masked(said: str) -> None:
+    secret = "hunter2-correct-horse"
+    text = describe(QuotaExhausted(f"the provider's quota is gone: {said.format(secret=secret)}"))
+    assert secret not in text and "***" in text
+    assert text.startswith("QuotaExhausted: the provider's quota is gone: ")
+
+
+def test_a_foreign_errors_message_is_never_told() -> None:
+    assert describe(ConnectionError(f"redis://:{SECRET}@cache reset")) == "ConnectionError"
