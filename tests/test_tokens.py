@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -36,6 +37,7 @@ from rate_limit_shield.limiter import Limit, Limiter
 from rate_limit_shield.llm.tokens import (
     BYTES_PER_TOKEN,
     DEFAULT_OUTPUT_TOKENS,
+    MAX_BODY_BYTES,
     MEDIA_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     REPLY_OVERHEAD_TOKENS,
@@ -413,6 +415,73 @@ def test_text_is_counted_in_utf8_bytes_not_characters(
 def test_output_estimate(kwargs: dict[str, Any], output_tokens: int) -> None:
     prompt = [{"role": "user", "content": "Hi"}]
     assert estimate_cost(messages=prompt, **kwargs)["output_tokens"] == output_tokens
+
+
+# -- Bedrock invoke_model: the request is a JSON body -----------------------------------------
+
+CLAUDE_ON_BEDROCK = {
+    "anthropic_version": "bedrock-2023-05-31",
+    "system": "You are terse.",  # 14 bytes
+    "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello!"}]}],  # 6 bytes
+    "max_tokens": 300,
+}
+INVOKE_BODIES: dict[str, tuple[dict[str, Any], int, int]] = {
+    "anthropic messages": (CLAUDE_ON_BEDROCK, math.ceil(20 / 4) + 2 * 4 + 3, 300),
+    "meta llama: a prompt and max_gen_len": (
+        {"prompt": "Tell me a joke.", "max_gen_len": 128, "temperature": 0.5},  # 15 bytes
+        math.ceil(15 / 4) + 4 + 3,
+        128,
+    ),
+    "mistral: a prompt and max_tokens": (
+        {"prompt": "<s>[INST] Hi [/INST]", "max_tokens": 64},  # 20 bytes
+        math.ceil(20 / 4) + 4 + 3,
+        64,
+    ),
+    "amazon titan: inputText and its generation config": (
+        {"inputText": "Hello there", "textGenerationConfig": {"maxTokenCount": 40}},  # 11 bytes
+        math.ceil(11 / 4) + 4 + 3,
+        40,
+    ),
+    "amazon nova: messages and max_new_tokens": (
+        {
+            "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+            "inferenceConfig": {"max_new_tokens": 20},
+        },
+        1 + 4 + 3,
+        20,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "input_tokens", "output_tokens"), INVOKE_BODIES.values(), ids=INVOKE_BODIES
+)
+@pytest.mark.parametrize("encode", [lambda body: json.dumps(body).encode(), json.dumps])
+def test_invoke_model_is_estimated_from_its_json_body(
+    body: dict[str, Any], input_tokens: int, output_tokens: int, encode: Callable[[Any], Any]
+) -> None:
+    kwargs = {"modelId": "some.model-v1:0", "body": encode(body), "contentType": "application/json"}
+    assert estimate_cost(**kwargs) == {
+        "requests": 1,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+    }
+
+
+def test_an_invoke_model_body_that_cannot_be_read_costs_one_request() -> None:
+    """Not JSON, not an object, a stream (reading it would take it from the SDK), or longer than
+    any prompt (what makes it that long is media, whose base64 says nothing of its tokens)."""
+    huge = {**CLAUDE_ON_BEDROCK, "messages": [{"role": "user", "content": "x" * MAX_BODY_BYTES}]}
+    bodies: list[object] = [b"not json", b"[1, 2]", io.BytesIO(b"{}"), json.dumps(huge), None]
+    for body in bodies:
+        assert estimate_cost(modelId="m", body=body) == {
+            "requests": 1,
+            "input_tokens": 0,
+            "output_tokens": 0,
+        }
+    stream = io.BytesIO(json.dumps(CLAUDE_ON_BEDROCK).encode())
+    estimate_cost(modelId="m", body=stream)
+    assert stream.tell() == 0
 
 
 def test_a_call_without_a_prompt_nor_an_output_limit_costs_one_request() -> None:

@@ -22,8 +22,12 @@ cost more than the call's bookkeeping is worth, and the settle corrects every es
   only the settle charges.
 - The input total is rounded up once. Output: the call's limit on output tokens (`max_tokens`,
   `max_completion_tokens`, `max_output_tokens`, Gemini's `max_output_tokens`, Bedrock's
-  `maxTokens`) times the number of choices (`n`, `candidate_count`), or `DEFAULT_OUTPUT_TOKENS`
-  when the call sets no limit.
+  `maxTokens`, and in an `invoke_model` body Llama's `max_gen_len`, Titan's `maxTokenCount`,
+  Nova's `max_new_tokens`) times the number of choices (`n`, `candidate_count`), or
+  `DEFAULT_OUTPUT_TOKENS` when the call sets no limit.
+- Bedrock's `invoke_model` takes the request as a JSON `body` (bytes or str): it is read as the
+  call's arguments (Anthropic's messages, a `prompt`, Titan's `inputText`...), up to
+  `MAX_BODY_BYTES`; a stream is never read, since the SDK must send it whole.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "REPLY_OVERHEAD_TOKENS",
     "MEDIA_TOKENS",
     "DEFAULT_OUTPUT_TOKENS",
+    "MAX_BODY_BYTES",
 ]
 
 BYTES_PER_TOKEN = 4
@@ -54,6 +59,10 @@ DEFAULT_OUTPUT_TOKENS = 512
 """Output reserved for a call that sets no output limit: a typical reply. The trade-off: a higher
 guess holds calls back near the limit (and a limit smaller than it could never grant the call),
 a lower one lets a burst of concurrent calls overshoot until their settles charge the rest."""
+MAX_BODY_BYTES = 1 << 20
+"""The longest `invoke_model` body read for an estimate: about 250,000 tokens of text, more than
+a model's context; a longer one holds media, whose base64 says nothing of its tokens, and is
+not worth the milliseconds its JSON takes to decode. It costs one request until its settle."""
 
 _MEDIA_BYTES = MEDIA_TOKENS * BYTES_PER_TOKEN
 _MAX_DEPTH = 32  # nesting read at most: no real message is deeper, and a cycle ends here
@@ -63,7 +72,8 @@ _TEXT_ARGUMENTS = (
     "messages",  # OpenAI chat, Anthropic, Bedrock converse
     "input",  # OpenAI responses
     "contents",  # Gemini
-    "prompt",  # completions
+    "prompt",  # completions; Bedrock invoke_model bodies (Llama, Mistral)
+    "inputText",  # Bedrock invoke_model bodies (Titan)
     "system",  # Anthropic, Bedrock
     "instructions",  # OpenAI responses
     "system_instruction",  # Gemini config
@@ -87,9 +97,15 @@ _OUTPUT_LIMITS = (
     "max_output_tokens",
     "maxOutputTokens",
     "maxTokens",
+    "max_gen_len",  # Bedrock invoke_model bodies: Llama
+    "maxTokenCount",  # Titan
+    "max_new_tokens",  # Nova
 )
 _CHOICES = ("n", "candidate_count", "candidateCount")
-_NESTED_CONFIGS = ("config", "generation_config", "generationConfig", "inferenceConfig")
+_NESTED_CONFIGS = (
+    *("config", "generation_config", "generationConfig", "inferenceConfig"),
+    "textGenerationConfig",  # Titan
+)
 
 _MEDIA_TYPES = frozenset(
     {"image", "image_url", "input_image", "document", "file", "input_file"}
@@ -188,6 +204,8 @@ class LearnedEstimate:
 
 def _estimate(kwargs: dict[str, object], unlimited_output: int) -> dict[str, float]:
     """`estimate_cost`, reserving `unlimited_output` for a call that sets no output limit."""
+    if "modelId" in kwargs and "body" in kwargs:  # Bedrock invoke_model
+        kwargs = _invoke_body(kwargs["body"])
     sources = [kwargs, *_nested_configs(kwargs)]
     text_bytes = 0
     messages = 0
@@ -211,6 +229,18 @@ def _estimate(kwargs: dict[str, object], unlimited_output: int) -> dict[str, flo
         "input_tokens": math.ceil(text_bytes / BYTES_PER_TOKEN) + framing,
         "output_tokens": output * max(1, math.ceil(choices or 1)),
     }
+
+
+def _invoke_body(body: object) -> dict[str, object]:
+    """The JSON object an `invoke_model` body holds; empty when it is no such object, a stream,
+    or longer than `MAX_BODY_BYTES`."""
+    if not isinstance(body, (bytes, bytearray, str)) or len(body) > MAX_BODY_BYTES:
+        return {}
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def usage_of(result: object) -> dict[str, float] | None:
