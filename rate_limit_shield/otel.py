@@ -203,10 +203,9 @@ class OTelMetrics(Recorder):
 def span_attributes(event: Event) -> dict[str, AttributeValue]:
     """What a span event tells of `event`: names, numbers and class names only (an error's
     message and a reason in words may carry a request's headers or a URL)."""
-    attributes: dict[str, AttributeValue] = {
-        "gen_ai.request.model": event.key,
-        "rate_limit_shield.attempt": event.attempt,
-    }
+    attributes: dict[str, AttributeValue] = {"gen_ai.request.model": event.key}
+    if event.attempt:  # 0: about no attempt (a transition, a fallback)
+        attributes["rate_limit_shield.attempt"] = event.attempt
     if event.delay is not None:
         attributes["rate_limit_shield.delay"] = event.delay
     if event.outcome is not None:

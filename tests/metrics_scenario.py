@@ -14,7 +14,9 @@ import rate_limit_shield as rls
 from rate_limit_shield import Registry
 from rate_limit_shield.testing import FakeClock
 
-__all__ = ["SECRET", "POLICIES", "secret_error", "new_registry", "run_scenario"]
+__all__ = [
+    "SECRET", "POLICIES", "secret_error", "new_registry", "run_scenario", "run_paced",
+]  # fmt: skip
 
 SECRET = "sk-planted-4f9a1c0e7d3b"
 """An API key that must never leave the errors carrying it."""
@@ -28,6 +30,7 @@ POLICIES: dict[str, Any] = {
     },
     "gpt-4o-mini": {"rpm": 600, "retry": {"attempts": 2}},
     "claude-3": {"retry": None},
+    "paced": {"limits": [{"amount": 60, "per_seconds": 60, "burst": 1}], "breaker": None},
 }
 
 
@@ -84,3 +87,13 @@ def run_scenario(registry: Registry) -> None:
     assert complete(model="gpt-4o-mini") == "answer from gpt-4o-mini"
     assert complete(model="gpt-4o") == "answer from claude-3"
     assert complete(model="gpt-4o") == "answer from claude-3"
+
+
+def run_paced(registry: Registry) -> None:
+    """Two calls at once on "paced", one request a second: the second waits 1 s."""
+
+    @rls.shielded(model="paced", registry=registry)
+    def ping() -> str:
+        return "pong"
+
+    assert ping() == ping() == "pong"

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from metrics_scenario import SECRET, new_registry, run_scenario, secret_error
+from metrics_scenario import SECRET, new_registry, run_paced, run_scenario, secret_error
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -210,7 +210,7 @@ def test_events_go_to_the_caller_s_current_span(metrics, tracer_provider, spans)
         metrics(Event(WAITED, "gpt-4o", 1, delay=1.5, limit="60/60s requests"))
         metrics(Event(THROTTLED, "gpt-4o", 1, delay=2.0, outcome=Outcome.THROTTLED))
         metrics(Event(RETRY, "gpt-4o", 1, delay=2.0, outcome=Outcome.THROTTLED, error=OSError()))
-        metrics(Event(BREAKER, "gpt-4o", 2, transition=("closed", "open")))
+        metrics(Event(BREAKER, "gpt-4o", 0, transition=("closed", "open")))
         metrics(Event(FALLBACK, "gpt-4o", 0, fallback="claude-3", error=CircuitOpen("open")))
         metrics(Event(SUCCEEDED, "claude-3", 1, outcome=Outcome.SUCCESS, duration=0.2))
     model = {"gen_ai.request.model": "gpt-4o"}
@@ -222,10 +222,9 @@ def test_events_go_to_the_caller_s_current_span(metrics, tracer_provider, spans)
         ("rate_limit_shield.retry", {**model, "rate_limit_shield.attempt": 1,
          "rate_limit_shield.delay": 2.0, "rate_limit_shield.outcome": "throttled",
          "error.type": "OSError"}),
-        ("rate_limit_shield.breaker", {**model, "rate_limit_shield.attempt": 2,
+        ("rate_limit_shield.breaker", {**model,
          "rate_limit_shield.breaker.from": "closed", "rate_limit_shield.breaker.to": "open"}),
-        ("rate_limit_shield.fallback", {**model, "rate_limit_shield.attempt": 0,
-         "rate_limit_shield.fallback": "claude-3",
+        ("rate_limit_shield.fallback", {**model, "rate_limit_shield.fallback": "claude-3",
          "error.type": "rate_limit_shield.errors.CircuitOpen"}),
     ]  # fmt: skip
 
@@ -266,7 +265,11 @@ def test_a_shielded_function_s_events_end_to_end(
     assert value(reader, "rate_limit_shield.refusals", kind="circuit_open", **gpt) == 1
     assert value(reader, "rate_limit_shield.fallbacks", fallback="claude-3", **gpt) == 2
     assert value(reader, "rate_limit_shield.breaker.state", state="open", **gpt) == 1.0
-    names = [(name, attributes["gen_ai.request.model"]) for name, attributes in span_events(spans)]
+    names = [
+        (name, attributes["gen_ai.request.model"])
+        for name, attributes in span_events(spans)
+        if name != "rate_limit_shield.breaker"  # see the next test
+    ]
     assert names == [
         ("rate_limit_shield.throttle", "gpt-4o-mini"),
         ("rate_limit_shield.retry", "gpt-4o-mini"),
@@ -279,6 +282,35 @@ def test_a_shielded_function_s_events_end_to_end(
     ]
     (_, throttle), *_ = span_events(spans)
     assert throttle["error.type"] == "openai.RateLimitError"
+
+
+def test_successes_waits_and_breaker_transitions_end_to_end(
+    reader, metrics, tracer_provider, spans, shield_registry
+):
+    with tracer_provider.get_tracer("app").start_as_current_span("job"):
+        run_scenario(shield_registry)
+        run_paced(shield_registry)
+    assert value(reader, "rate_limit_shield.calls", model="claude-3", outcome="success") == 2
+    assert value(reader, "rate_limit_shield.calls", model="paced", outcome="success") == 2
+    durations = point(
+        reader, "rate_limit_shield.call.duration", model="gpt-4o-mini", outcome="success"
+    )
+    assert durations.count == 1
+    assert durations.sum >= 2.0  # the 429 asked for 2 s
+    wait = point(reader, "rate_limit_shield.wait.duration", model="paced")
+    assert (wait.count, wait.sum) == (1, pytest.approx(1.0))
+    transition = {"model": "gpt-4o", "state": "open"}
+    assert value(reader, "rate_limit_shield.breaker.transitions", **transition) == 1
+    events = span_events(spans)
+    (breaker,) = (attributes for name, attributes in events if name == "rate_limit_shield.breaker")
+    assert breaker["gen_ai.request.model"] == "gpt-4o"
+    assert (breaker["rate_limit_shield.breaker.from"], breaker["rate_limit_shield.breaker.to"]) == (
+        "closed", "open",
+    )  # fmt: skip
+    (wait_event,) = (attributes for name, attributes in events if name == "rate_limit_shield.wait")
+    assert wait_event["gen_ai.request.model"] == "paced"
+    assert wait_event["rate_limit_shield.delay"] == pytest.approx(1.0)
+    assert wait_event["rate_limit_shield.limit"] == "60/60s requests burst 1"
 
 
 def test_the_default_registry_by_default(reader, tracer_provider):
@@ -391,7 +423,8 @@ def test_exporters_that_block_or_fail_never_hold_a_call_back(span_exporter, span
                 run_scenario(registry)
                 registry.reset()
         assert time.monotonic() - started < 10.0
-        assert len(span_events(spans)) == 1 + 20 * 8
+        retries = [name for name, _ in span_events(spans) if name == "rate_limit_shield.retry"]
+        assert len(retries) == 1 + 20 * 3
     finally:
         metrics.uninstrument()
         exporter.released.set()

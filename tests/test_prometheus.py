@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from metrics_scenario import SECRET, new_registry, run_scenario, secret_error
+from metrics_scenario import SECRET, new_registry, run_paced, run_scenario, secret_error
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 import rate_limit_shield as rls
@@ -271,6 +271,20 @@ def test_a_shielded_function_s_events_end_to_end(prom, metrics, shield_registry)
     assert value(prom, "fallbacks_total", fallback="claude-3", **gpt) == 2.0
     assert value(prom, "breaker_state", state="open", **gpt) == 1.0
     assert value(prom, "requests_available", limit="600/60s requests", **gpt) < 600.0
+
+
+def test_successes_waits_and_breaker_transitions_end_to_end(prom, metrics, shield_registry):
+    run_scenario(shield_registry)
+    run_paced(shield_registry)
+    assert value(prom, "calls_total", model="claude-3", outcome="success") == 2.0  # fallbacks
+    assert value(prom, "calls_total", model="paced", outcome="success") == 2.0
+    assert value(prom, "attempts_total", model="paced") == 2.0
+    mini = {"model": "gpt-4o-mini", "outcome": "success"}
+    assert value(prom, "call_duration_seconds_count", **mini) == 1.0
+    assert value(prom, "call_duration_seconds_sum", **mini) >= 2.0  # the 429 asked for 2 s
+    assert value(prom, "wait_seconds_count", model="paced") == 1.0
+    assert value(prom, "wait_seconds_sum", model="paced") == pytest.approx(1.0)
+    assert value(prom, "breaker_transitions_total", model="gpt-4o", state="open") == 1.0
 
 
 def test_the_default_registry_by_default():
