@@ -111,7 +111,7 @@ class OTelMetrics(Recorder):
             "rate_limit_shield.refusals", "{call}", "Calls refused before they went out, by kind."
         )
         self._throttles = meter.create_counter(
-            "rate_limit_shield.throttles", "{throttle}", "Server throttles that paused the key."
+            "rate_limit_shield.throttles", "{throttle}", "Attempts the server throttled (429-like)."
         )
         self._fallbacks = meter.create_counter(
             "rate_limit_shield.fallbacks", "{call}", "Calls made again with a fallback model."

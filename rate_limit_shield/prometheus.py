@@ -82,7 +82,7 @@ class PrometheusMetrics(Recorder):
         self._refusals = self._counter(
             "refusals", "Calls the shield refused before they went out, by kind.", "kind"
         )
-        self._throttles = self._counter("throttles", "Server throttles that paused the key.")
+        self._throttles = self._counter("throttles", "Attempts the server throttled (429-like).")
         self._fallbacks = self._counter(
             "fallbacks", "Calls made again with a fallback model.", "fallback"
         )
