@@ -34,15 +34,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from ..limiter import Cost
 from .classify import loaded_json
 
 __all__ = [
     "estimate_cost",
     "LearnedEstimate",
     "usage_of",
+    "StreamTally",
     "BYTES_PER_TOKEN",
     "MESSAGE_OVERHEAD_TOKENS",
     "REPLY_OVERHEAD_TOKENS",
@@ -124,6 +126,18 @@ _SKIPPED_KEYS = frozenset(
 _PLAIN_RESULTS = frozenset({str, bytes, bytearray, int, float, bool, list, tuple, type(None)})
 _NOT_PYDANTIC = object()
 _RESPONSE_END_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_RESPONSE_TEXT_EVENTS = frozenset(  # OpenAI responses' events whose `delta` is text it wrote
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.function_call_arguments.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
+    }
+)
+_DELTA_TEXTS = ("text", "partial_json", "thinking")  # Anthropic's content_block_delta
+_CHOICE_TEXTS = ("content", "refusal", "reasoning_content")  # OpenAI chat chunks' deltas
+_MAX_CHUNK_BYTES = 65_536  # a Bedrock stream chunk read at most: one event is a few hundred
 
 
 class _UsageNames(NamedTuple):
@@ -293,6 +307,128 @@ def usage_of(result: object) -> dict[str, float] | None:
         return _counts(usage, partial=False)
     body = _loaded_body(result)
     return None if body is None else usage_of(body)
+
+
+class StreamTally:
+    """What a stream has delivered so far: the usage its items reported and the UTF-8 bytes of
+    the text they carried (answers, tool-call arguments, reasoning), for its settle.
+
+    A stream reports its usage at its end (OpenAI's last chunk, Anthropic's `message_delta`,
+    Bedrock's `metadata`); one that fails midway has often not, and the provider still charges
+    it the prompt and what it wrote: `spent` turns what it delivered into that cost, where its
+    estimate would charge the whole answer it never wrote. A stream guard's `Track`: each item
+    is folded in with `tally(so_far, item)`, which returns the tally itself.
+    """
+
+    __slots__ = ("_usage_of", "usage", "text_bytes")
+
+    def __init__(self, usage_of: Callable[[Any], Cost | None]) -> None:
+        self._usage_of = usage_of
+        self.usage: Cost | None = None
+        """The usage the items reported, merged: a later value for a unit replaces an earlier
+        one (a number, which has no units, replaces everything)."""
+        self.text_bytes = 0
+
+    def __call__(self, so_far: object, item: object) -> StreamTally:
+        more = self._usage_of(item)
+        if more is not None:
+            usage = self.usage
+            if isinstance(usage, Mapping) and isinstance(more, Mapping):
+                more = {**usage, **more}
+            self.usage = more
+        self.text_bytes += _delivered_bytes(item, 0)
+        return self
+
+    def spent(self, estimate: Cost) -> Cost:
+        """What the stream cost if it ended now, its usage untold: `estimate` with its input
+        replaced by the input its usage told, if any, and its output by the output its usage
+        told or its text holds (`BYTES_PER_TOKEN`), whichever is more; a "tokens" amount
+        becomes their sum. An estimate with no output of its own (a number, or a mapping that
+        does not set output_tokens) cannot tell what the answer took: it stays whole."""
+        if not isinstance(estimate, Mapping) or "output_tokens" not in estimate:
+            return estimate
+        usage = self.usage if isinstance(self.usage, Mapping) else {}
+        inputs = usage.get("input_tokens", estimate.get("input_tokens", 0))
+        outputs = max(usage.get("output_tokens", 0), math.ceil(self.text_bytes / BYTES_PER_TOKEN))
+        spent = {**estimate, "input_tokens": inputs, "output_tokens": outputs}
+        if "tokens" in estimate:
+            spent["tokens"] = inputs + outputs
+        return spent
+
+    def __repr__(self) -> str:
+        return f"StreamTally(usage={self.usage!r}, text_bytes={self.text_bytes})"
+
+
+def _delivered_bytes(item: object, depth: int) -> int:
+    """UTF-8 bytes of the text a stream item carries: OpenAI chat chunks (litellm's too) and
+    responses events, Anthropic's deltas, Bedrock's `converse_stream` deltas and the model events
+    in `invoke_model_with_response_stream` chunks, Gemini's parts, Cohere's text; 0 for anything
+    else (framing, usage, audio)."""
+    kind = _kind(item)
+    if kind == "content_block_delta":  # Anthropic
+        return _texts_bytes(_field(item, "delta"), _DELTA_TEXTS)
+    if kind in _RESPONSE_TEXT_EVENTS:  # OpenAI responses
+        return _texts_bytes(item, ("delta",))
+    if kind == "content-delta":  # Cohere v2
+        return _texts_bytes(_field(_field(_field(item, "delta"), "message"), "content"), ("text",))
+    if kind:
+        return 0
+    choices = _field(item, "choices")  # OpenAI chat
+    if isinstance(choices, list):
+        total = 0
+        for choice in choices:
+            delta = _field(choice, "delta")
+            total += _texts_bytes(delta, _CHOICE_TEXTS) + _texts_bytes(choice, ("text",))
+            calls = _field(delta, "tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                total += _texts_bytes(_field(call, "function"), ("arguments",))
+        return total
+    block = _field(item, "contentBlockDelta")  # Bedrock converse_stream
+    if block is not None:
+        delta = _field(block, "delta")
+        reasoning = _field(delta, "reasoningContent")
+        return (
+            _texts_bytes(delta, ("text",))
+            + _texts_bytes(_field(delta, "toolUse"), ("input",))
+            + _texts_bytes(reasoning, ("text",))
+        )
+    chunk = _field(_field(item, "chunk"), "bytes")  # Bedrock invoke_model_with_response_stream
+    if isinstance(chunk, bytes) and depth == 0:
+        return _chunk_bytes(chunk)
+    candidates = _field(item, "candidates")  # Gemini
+    if isinstance(candidates, list):
+        parts = (_field(_field(candidate, "content"), "parts") for candidate in candidates)
+        return sum(
+            _texts_bytes(part, ("text",))
+            for group in parts
+            if isinstance(group, list)
+            for part in group
+        )
+    if _field(item, "event_type") == "text-generation":  # Cohere v1
+        return _texts_bytes(item, ("text",))
+    return 0
+
+
+def _chunk_bytes(chunk: bytes) -> int:
+    """The text bytes of the model's event a Bedrock stream chunk holds as JSON; only chunks
+    that can hold a delta are decoded."""
+    if len(chunk) > _MAX_CHUNK_BYTES or b"delta" not in chunk:
+        return 0
+    try:
+        event = json.loads(chunk)
+    except (ValueError, RecursionError):
+        return 0
+    return _delivered_bytes(event, 1) if isinstance(event, dict) else 0
+
+
+def _texts_bytes(source: object, names: tuple[str, ...]) -> int:
+    """UTF-8 bytes of the strings `source` holds under `names`."""
+    total = 0
+    for name in names:
+        text = _field(source, name)
+        if isinstance(text, str):
+            total += _utf8_bytes(text)
+    return total
 
 
 def _loaded_body(result: object) -> Mapping[Any, Any] | None:
