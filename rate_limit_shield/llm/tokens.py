@@ -3,7 +3,8 @@
 Token limits (`tpm`, `itpm`, `otpm`) are charged before a call goes out, when only its arguments
 are known, and settled from the response's `usage` once it has come back, refunding or charging
 the difference. Both sides read SDK objects (pydantic models, read by attribute) and raw JSON or
-Bedrock responses (dicts, read by key) through one accessor, and import no SDK.
+Bedrock responses (dicts, read by key) through one accessor, and import no SDK. A stream that
+fails before it reports its usage is settled at what it delivered (`StreamTally`).
 
 The estimate is deliberately cheap and roughly right, never exact: a tokenizer per model would
 cost more than the call's bookkeeping is worth, and the settle corrects every estimate.
