@@ -343,7 +343,7 @@ class Shield:
             held = False
             try:
                 result = fn(*args, **kwargs)
-                if (KINDS.get(type(result)) or kind_of(type(result))) is SYNC:
+                if (KINDS.get(type(result)) or kind_of(type(result))) & SYNC:
                     first = first_item(cast(Iterator[Any], result))
                     if first is not END:
                         held = True
@@ -442,7 +442,7 @@ class Shield:
                     result = await fn(*args, **kwargs)
                 else:
                     result = await self._until(fn(*args, **kwargs), deadline)
-                if (KINDS.get(type(result)) or kind_of(type(result))) is ASYNC:
+                if (KINDS.get(type(result)) or kind_of(type(result))) & ASYNC:
                     first = afirst_item(cast(AsyncIterator[Any], result))
                     first = await (first if deadline == math.inf else self._until(first, deadline))
                     if first is not END:
@@ -848,10 +848,11 @@ class Shield:
             self._give_up(error, attempt, outcome, "attempts used up", began)
             return None
         time_left = deadline - now
-        if hint is not None and hint > time_left:
+        too_long = retry.hint_too_long(hint, time_left)
+        if too_long is not None:
             raise self._refuse(
                 RateLimited(
-                    f"the server asked for {hint:.3f}s, more than the {time_left:.3f}s left",
+                    f"the server asked for {hint:.3f}s, {too_long}",
                     retry_after=hint,
                     key=self.name or None,
                     cause=error,
@@ -859,7 +860,7 @@ class Shield:
                 attempt,
                 outcome,
                 began,
-                "the server's hint outlasts the time left",
+                f"the server's hint is {too_long}",
             )
         delay = retry.next_delay(attempt, previous, hint, time_left)
         if delay is None:

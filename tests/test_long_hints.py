@@ -60,11 +60,6 @@ def test_a_hint_within_max_retry_after_is_still_waited_out():
     assert clock.slept == pytest.approx(200.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Shield._after_attempt must give up with RateLimited when RetryPolicy.hint_too_long "
-    "names a reason, as it does for a hint past the deadline",
-)
 def test_a_hint_past_max_retry_after_raises_rate_limited_with_the_hint():
     key, _ = key_of({"rpm": 600, "retry": {"attempts": 3}})
     with pytest.raises(RateLimited) as refused:

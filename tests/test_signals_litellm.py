@@ -130,13 +130,6 @@ def test_a_successful_completion_teaches_the_key_its_providers_remaining_quota()
     assert gpt.limiter.available == pytest.approx(3)
 
 
-SHIELD_CHANGE = (
-    "Shield.invoke/ainvoke must take a result whose kind has the SYNC/ASYNC bit "
-    "(`kind & SYNC`, `kind & ASYNC`) as a stream, so that BOTH (litellm) is guarded"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=SHIELD_CHANGE)
 def test_a_stream_failing_midway_reaches_the_breaker():
     gpt = key({"retry": None, "breaker": {"failure_threshold": 1}})
     stream = gpt.shield.call(completion, client=client(FAILED_MIDWAY), stream=True)
@@ -146,7 +139,6 @@ def test_a_stream_failing_midway_reaches_the_breaker():
     assert gpt.breaker.state is State.OPEN
 
 
-@pytest.mark.xfail(strict=True, reason=SHIELD_CHANGE)
 def test_an_async_stream_failing_midway_reaches_the_breaker():
     gpt = key({"retry": None, "breaker": {"failure_threshold": 1}})
 
