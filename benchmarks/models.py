@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
+from progress import Progress
+
 import rate_limit_shield as rls
 
 STOPS = (1_000, 10_000, 100_000)
@@ -122,7 +124,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="up to 10,000 models: a smoke run")
     stops = STOPS[:2] if parser.parse_args().quick else STOPS
-    runs = {case: in_own_process(case, stops) for case in CASES}
+    progress = Progress()
+    runs: dict[str, Figures | None] = {}
+    for case in CASES:
+        with progress.running(f"{case}: up to {stops[-1]:,} models"):
+            runs[case] = in_own_process(case, stops)
 
     width = max(map(len, CASES)) + 2
     columns = "".join(f"{stop:>10,}" for stop in stops)

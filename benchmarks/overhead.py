@@ -36,6 +36,7 @@ from itertools import repeat
 from typing import Any
 
 import wrapt
+from progress import Progress
 
 import rate_limit_shield as rls
 from rate_limit_shield import (
@@ -325,14 +326,21 @@ def calibrate(run: Callable[[int], int], target_ns: int) -> int:
     return max(1, n * target_ns // max(elapsed, 1))
 
 
-def measure(runs: dict[str, Callable[[int], int]], rounds: int, target_ns: int) -> dict[str, float]:
-    """Best ns per call of each case; each round runs every case once."""
+def measure(
+    runs: dict[str, Callable[[int], int]], rounds: int, target_ns: int, progress: Progress
+) -> dict[str, float]:
+    """Best ns per call of each case; each round runs every case once (a dot on stderr)."""
+    progress.step(f"calibrating {len(runs)} cases")
     sizes = {name: calibrate(run, target_ns) for name, run in runs.items()}
+    progress.done()
+    progress.step(f"{rounds} rounds of every case")
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
             gc.collect()
             samples[name].append(run(sizes[name]) / sizes[name])
+        progress.dot()
+    progress.done()
     return {name: min(per_call) for name, per_call in samples.items()}
 
 
@@ -352,7 +360,7 @@ def main() -> None:
             runs[case.name] = compile_loop(case, loop)
         except ImportError:
             continue  # an optional peer that is not installed: no figure
-    results = measure(runs, rounds, target_ns)
+    results = measure(runs, rounds, target_ns, Progress())
     loop.close()
 
     width = max(len(case.name) for case in CASES) + 2

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from progress import Progress
 
 from rate_limit_shield import Limit
 from rate_limit_shield.backends.redis import RedisLimiter, from_url
@@ -194,10 +195,11 @@ def server_cpu(client: redis.Redis) -> float:
 
 
 def measure(
-    cases: dict[str, Case], stats: redis.Redis, rounds: int, calls: int
+    cases: dict[str, Case], stats: redis.Redis, rounds: int, calls: int, progress: Progress
 ) -> dict[str, Figures]:
     """Best-round ops/s, latency percentiles over all calls, median CPU per call of the client
-    and of the server, and requests sent per call."""
+    and of the server, and requests sent per call (a dot on stderr per round)."""
+    progress.step(f"warming up {len(cases)} cases")
     samples: dict[str, list[int]] = {name: [] for name in cases}
     client_cpu: dict[str, list[float]] = {name: [] for name in cases}
     server: dict[str, list[float]] = {name: [] for name in cases}
@@ -206,6 +208,8 @@ def measure(
     for case in cases.values():
         for _ in range(WARM_UP):
             case.call()
+    progress.done()
+    progress.step(f"{rounds} rounds of every case")
     for _ in range(rounds):
         for name, case in cases.items():
             case.trips.reset()
@@ -223,6 +227,8 @@ def measure(
             server[name].append((server_cpu(stats) - server_before) / calls * 1e6)
             best[name] = min(best.get(name, total), total)
             sent[name] = case.trips.sends / calls
+        progress.dot()
+    progress.done()
     figures = {}
     for name in cases:
         cuts = statistics.quantiles(samples[name], n=100)
@@ -298,9 +304,11 @@ def main() -> None:
         client = redis.Redis.from_url(server.url)
         built = build(server.url)
         cases = {name: case for name, case in built.items() if case is not None}
-        figures = measure(cases, client, rounds, calls)
-        for name, case in cases.items():
-            figures[name].key_bytes = key_bytes(client, case)
+        progress = Progress()
+        figures = measure(cases, client, rounds, calls, progress)
+        with progress.running(f"{MEMORY_CALLS:,} weighted calls per case, for the bytes held"):
+            for name, case in cases.items():
+                figures[name].key_bytes = key_bytes(client, case)
     finally:
         server.close()
     heading = f"redis-server on 127.0.0.1, {rounds} rounds of {calls} calls, single-threaded"
