@@ -18,7 +18,6 @@ from collections.abc import (
     Container,
     Coroutine,
     Iterator,
-    Mapping,
 )
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
@@ -44,6 +43,7 @@ from .events import (
 from .limiter import BucketView, Cost, Limiter, Reservation, TokenBucket
 from .llm.classify import headers_of
 from .llm.headers import RateLimitInfo
+from .llm.tokens import StreamTally
 from .outcome import SUCCESS, Classifier, DefaultClassifier, Outcome, Verdict
 from .retry import RetryBudget, RetryPolicy
 from .stream import (
@@ -686,23 +686,16 @@ class Shield:
         guide = self._guide
         if guide is not None and type(stream) not in guide.skip:
             self._learn(_SUCCESS, stream)
-        usage = self._usage_of if reservation is not None and self._usage is not None else None
+        tally = None
+        if reservation is not None and self._usage is not None:
+            tally = StreamTally(self._usage_of)
 
         def on_end(error: BaseException | None, last: Any) -> BaseException | None:
             return self._end_stream(
                 permit, reservation, attempt, cost, duration, began, error, last
             )
 
-        def track(so_far: Cost | None, item: Any) -> Cost | None:
-            assert usage is not None
-            more = usage(item)
-            if more is None or so_far is None:
-                return so_far if more is None else more
-            if isinstance(so_far, Mapping) and isinstance(more, Mapping):
-                return {**so_far, **more}
-            return more
-
-        return cast(T, guard(stream, first, on_end, None if usage is None else track))
+        return cast(T, guard(stream, first, on_end, tally))
 
     def _end_stream(
         self,
@@ -724,7 +717,8 @@ class Shield:
             if permit is not None and breaker is not None:
                 breaker.record(permit, _SUCCESS, duration)
             if reservation is not None and self._usage is not None:
-                self._settled(reservation, last, cost, attempt)  # what `track` folded
+                usage = last.usage if isinstance(last, StreamTally) else None
+                self._settled(reservation, usage, cost, attempt)
             self._emit(SUCCEEDED, attempt, None, _SUCCESS, None, duration=self._since(began))
             return None
         if not isinstance(error, Exception):  # interrupted: no verdict on the provider
@@ -734,6 +728,10 @@ class Shield:
         outcome, hint, replacement = self._classifier.classify_error(error)
         if permit is not None and breaker is not None:
             breaker.record(permit, outcome, duration)
+        if reservation is not None and self._limiter is not None and isinstance(last, StreamTally):
+            # The provider charges the prompt and what it wrote, not the answer it never wrote;
+            # not learned from: a cut answer tells nothing of how long the key's answers are.
+            self._limiter.settle(reservation, last.spent(cost))
         self._learn(outcome, error)
         self._throttled(outcome, hint, attempt, error, error)
         raised = replacement if replacement is not None else error

@@ -410,11 +410,6 @@ def _shielded_stream_levels(asynchronous: bool) -> dict[str, float]:
     return limiter.levels()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shield.py must fold a held stream with StreamTally and, when it fails midway, "
-    "settle its reservation at StreamTally.spent(cost) (see the tests above)",
-)
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_a_shielded_stream_that_fails_midway_settles_at_what_it_spent(asynchronous: bool) -> None:
     assert _shielded_stream_levels(asynchronous) == {
