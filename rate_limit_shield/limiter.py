@@ -18,7 +18,7 @@ import math
 import operator
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
 from typing import TypeAlias
@@ -28,6 +28,8 @@ from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError, CostTooLarge, RateLimited
 
 __all__ = [
+    "HEADROOM",
+    "MINUTE",
     "UNITS",
     "SETTLE_WITHIN",
     "Cost",
@@ -36,6 +38,7 @@ __all__ = [
     "Limiter",
     "TokenBucket",
     "BucketView",
+    "learned_limit",
 ]
 
 UNITS = ("requests", "tokens", "input_tokens", "output_tokens")
@@ -51,6 +54,20 @@ SETTLE_WITHIN = 900.0
 a reservation over-charged; a limiter keeps the history that takes only as long, or for as long
 as a reservation's call waits, so that no change of rate moves it."""
 
+
+MINUTE = 60.0
+"""The window of a provider's limit whose headers name none: OpenAI and Anthropic count per
+minute."""
+
+HEADROOM = 0.02
+"""The share of a provider's stated rate a learned limit leaves unused: calls sent exactly at the
+provider's rate arrive a little sooner or later than they were sent apart (the network, its
+clock and ours), and its bucket then keeps a little for those that come early."""
+
+_SLICE = 1.0
+"""Seconds of a learned requests limit taken at once: a provider may enforce a per-minute limit
+in slices of a minute ("60,000 requests/minute may be enforced as 1,000 requests/second"), and
+states it per minute all the same, so no more than the finest slice's share may go together."""
 
 _NUMBERS = (int, float, Real)
 """Number types, the built-in ones first: `isinstance` then skips the slow ABC for them."""
@@ -113,6 +130,19 @@ class Limit:
         return label if self.burst is None else f"{label} burst {_format(self.burst)}"
 
 
+def learned_limit(unit: str, amount: float, per_seconds: float) -> Limit:
+    """The limit a key with none of `unit` takes from a provider stating `amount` per
+    `per_seconds`: that rate less `HEADROOM`, with a burst of one slice of requests (at least
+    one), since a provider's per-minute limit may be enforced a second at a time; tokens at the
+    whole amount, which is what the provider admits in one request, whatever its slices (the
+    requests it comes with are paced)."""
+    paced = amount * (1.0 - HEADROOM)
+    if unit != "requests":
+        return Limit(paced, per_seconds, unit)
+    burst = max(1.0, amount * _SLICE / per_seconds)
+    return Limit(paced, per_seconds, unit, None if burst >= paced else burst)
+
+
 class Reservation:
     """A granted permit: when its holder may go, and what it charged, to give back at most once.
 
@@ -143,6 +173,7 @@ class Reservation:
         "_debts",
         "_increments",
         "_limiter",
+        "_limits",
         "_position",
         "_units",
         "bound_by",
@@ -159,10 +190,13 @@ class Reservation:
         units: tuple[float, ...] | None = None,
         position: int = -1,
         debts: tuple[float, ...] | None = None,
+        limits: tuple[Limit, ...] | None = None,
     ) -> None:
         self.ready_at = ready_at
         self.delay = delay
         self._limiter = limiter
+        # The limits its tuples are of: a limit learned or lapsed since has another layout.
+        self._limits = limiter.limits if limits is None else limits
         # Seconds each limit's schedule moved, at the rates of the time; None once cancelled or
         # settled, which is what makes both happen at most once.
         self._increments: tuple[float, ...] | None = increments
@@ -190,13 +224,14 @@ class Limiter:
     a provider charges an answer once it is complete, to everyone who has not gone yet, so a
     waiter goes that much later than it was told (`debt_since` says how much). Only the drivers
     `acquire` and `aacquire` wait. With no limits at all, a limiter only pauses: a key without
-    rate limits still honours a Retry-After.
+    rate limits still honours a Retry-After, and may learn its provider's limits (see `clamp`).
     """
 
     __slots__ = (
         "_capacities",
         "_chains",
         "_clock",
+        "_configured",
         "_debts",
         "_decisions",
         "_periods",
@@ -249,6 +284,7 @@ class Limiter:
         self._learned_at = [-math.inf] * len(self.limits)
         self._learned_until = [math.inf] * len(self.limits)
         self._lapse_at = math.inf  # the soonest of them
+        self._configured = len(self.limits)  # limits past these were learned for a unit of none
         self._intervals = self._periods
         self._reshape_locked((1.0,) * len(self.limits), 1.0)
 
@@ -273,10 +309,14 @@ class Limiter:
                 return True
             finally:
                 lock.release()
-        increments = self._increments(cost)
-        if not increments:  # no limits: only a pause holds calls back
-            return self._monotonic() >= self._paused_until
-        return self._take(increments, 0.0)[1] == 0.0
+        while True:  # again if a limit was learned or lapsed meanwhile
+            limits = self.limits
+            increments = self._increments(cost)
+            with self._lock:
+                if self.limits is limits:
+                    if not increments:  # no limits: only a pause holds calls back
+                        return self._monotonic() >= self._paused_until
+                    return self._take_locked(increments, 0.0, reserving=False)[1] == 0.0
 
     def reserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
         """Commit `cost` on every limit if the wait for it is at most `max_wait`.
@@ -288,24 +328,31 @@ class Limiter:
         """
         if max_wait != max_wait:
             raise ValueError(f"max_wait must be a number of seconds, got {max_wait!r}")
-        units = self._amounts(cost)
-        increments = tuple(map(operator.mul, units, self._intervals))
-        with self._lock:
-            debts = self._debts  # the debts its go time accounts for
-            before = self._tats  # `_take_locked` puts a new list in place: this one stays
-            now, wait, position = self._take_locked(increments, max_wait, reserving=True)
-            bound = self._go_time(before, increments, now)[1] if 0.0 < wait <= max_wait else -1
+        while True:  # again if a limit was learned or lapsed meanwhile
+            limits = self.limits
+            units = self._amounts(cost)
+            with self._lock:
+                if self.limits is not limits:
+                    continue
+                increments = tuple(map(operator.mul, units, self._intervals))
+                debts = self._debts  # the debts its go time accounts for
+                before = self._tats  # `_take_locked` puts a new list in place: this one stays
+                now, wait, position = self._take_locked(increments, max_wait, reserving=True)
+                bound = self._go_time(before, increments, now)[1] if 0.0 < wait <= max_wait else -1
+            break
         if wait > max_wait:
             raise self._refusal(wait)
-        reservation = Reservation(self, now + wait, wait, increments, units, position, debts)
+        reservation = Reservation(
+            self, now + wait, wait, increments, units, position, debts, limits
+        )
         if bound >= 0:
-            reservation.bound_by = self.limits[bound]
+            reservation.bound_by = limits[bound]
         return reservation
 
     def cancel(self, reservation: Reservation) -> None:
         """Give back what `reservation` charged (see `Reservation` for how much can come back);
         nothing if it was cancelled or settled."""
-        self._finish(reservation, (0.0,) * len(self.limits))
+        self._finish(reservation, 0)
 
     def refund(self, cost: Cost = 1) -> None:
         """Give back `cost` taken by `try_acquire` for a request that was never sent, at once.
@@ -315,9 +362,13 @@ class Limiter:
         while others may be (a wait for something else) is a reservation, which `cancel` gives
         back exactly. The caller gives back each cost at most once.
         """
-        increments = self._increments(cost, name="refund", check_capacity=False)
-        with self._lock:
-            self._shift_locked([-increment for increment in increments])
+        while True:  # again if a limit was learned or lapsed meanwhile
+            limits = self.limits
+            increments = self._increments(cost, name="refund", check_capacity=False)
+            with self._lock:
+                if self.limits is limits:
+                    self._shift_locked([-increment for increment in increments])
+                    return
 
     def settle(self, reservation: Reservation, actual: Cost) -> None:
         """Replace the reserved cost by the `actual` one: refund the excess as far as the calls
@@ -328,7 +379,7 @@ class Limiter:
         `SETTLE_WITHIN` seconds after the limiter's latest one (and after every call waiting)
         gets nothing back.
         """
-        self._finish(reservation, self._increments(actual, name="actual", check_capacity=False))
+        self._finish(reservation, actual)
 
     def debt_since(self, reservation: Reservation) -> float:
         """Seconds of debt charged since `reservation` was made, or since it was last asked
@@ -347,17 +398,22 @@ class Limiter:
             marks, debts = reservation._debts, self._debts
             if marks is None or marks is debts:
                 return 0.0
+            if reservation._limits is not self.limits:  # a limit learned or lapsed since
+                debts = tuple(_carried(self._debts, self.limits, reservation._limits, marks))
             reservation._debts = debts
-        return max(debt - mark for debt, mark in zip(debts, marks, strict=True))
+        return max((debt - mark for debt, mark in zip(debts, marks, strict=True)), default=0.0)
 
     def wait_time(self, cost: Cost = 1) -> float:
         """Seconds until `cost` could be taken on every limit (0.0 if now); reserves nothing.
 
         A cost no limit can hold at once raises `CostTooLarge`."""
-        increments = self._increments(cost)
-        with self._lock:
-            wait = self._plan(increments, self._monotonic())[1]
-        return wait if wait > _ROUNDING else 0.0
+        while True:  # again if a limit was learned or lapsed meanwhile
+            limits = self.limits
+            increments = self._increments(cost)
+            with self._lock:
+                if self.limits is limits:
+                    wait = self._plan(increments, self._monotonic())[1]
+                    return wait if wait > _ROUNDING else 0.0
 
     def pause(self, seconds: float) -> None:
         """Let nobody proceed before `seconds` from now (a server's Retry-After), on every limit.
@@ -377,6 +433,8 @@ class Limiter:
         limit: float | None = None,
         reset: float | None = None,
         per_seconds: float | None = None,
+        *,
+        learn: bool = False,
     ) -> None:
         """Hold the local bucket of `unit` to what the provider reports: `remaining` of `limit`
         (counted over `per_seconds`, when the provider's window is known), full again in `reset`
@@ -397,17 +455,26 @@ class Limiter:
         can go this hour or minute), and `limit` is never adopted: 1000 a day is no rate of any
         other window. With `per_seconds` unknown, the limit whose amount is nearest `limit` is
         held (the shortest window when `limit` is unknown too).
+
+        With `learn`, a limiter with no limit of `unit` takes the provider's: `limit` per
+        `per_seconds` (a minute when unknown, as OpenAI and Anthropic count), a learned limit
+        that lapses as an adopted one does, and that each report reshapes to the provider's
+        amount, higher or lower (see `learned_limit`). Its `remaining` counts the provider's
+        window: what the bucket lacks is `limit` less `remaining`, whatever the learned burst.
         """
         if not remaining >= 0.0:
             return
         provider = limit if limit is not None and 1.0 <= limit < math.inf else None
         window = per_seconds if per_seconds is not None and 0.0 < per_seconds < math.inf else None
         index = self._held_limit(unit, provider, window)
-        if index is None:
-            return
-        if window is not None and self.limits[index].per_seconds != window:
+        if index is None or index >= self._configured:  # no limit of `unit` is configured
+            if provider is not None and (learn or index is not None):
+                index = self._learn(learned_limit(unit, provider, window or MINUTE), reset)
+            elif index is None:
+                return
+        elif window is not None and self.limits[index].per_seconds != window:
             provider = None  # counted over another window: it caps, it is never adopted
-        if provider is not None:
+        elif provider is not None:
             self._adopt(index, provider, reset)
         self._raise_tat(index, self._clamp_seconds(index, remaining, provider, reset))
 
@@ -521,15 +588,16 @@ class Limiter:
         None if a limit's shape changed meanwhile, so that the cost fits after all."""
         with self._lock:
             now = self._monotonic()
-            over = [i for i, capacity in enumerate(self._capacities) if amounts[i] > capacity]
+            pairs = zip(amounts, self._capacities, strict=False)  # the limits may have changed
+            over = [i for i, (amount, capacity) in enumerate(pairs) if amount > capacity]
             if not over:
                 return None
             index = over[0]
             share, learned_at = self._shares[index], self._learned_at[index]
             until, capacity = self._learned_until[index], self._capacities[index]
-        limit = self.limits[index]
+            limit, configured = self.limits[index], index < self._configured
         exceeds = f"{name} {cost!r} exceeds the capacity of limit"
-        if share == 1.0:
+        if share == 1.0 and configured:
             return CostTooLarge(
                 f"{exceeds} {limit} and could never be granted",
                 key=self.name or None,
@@ -540,7 +608,7 @@ class Limiter:
         learned = Limit(amount, limit.per_seconds, limit.unit, burst)
         return CostTooLarge(
             f"{exceeds} {learned}, learned from the provider {now - learned_at:.1f}s ago "
-            f"(configured: {limit}); no wait helps until it lapses",
+            f"(configured: {limit if configured else 'none'}); no wait helps until it lapses",
             retry_after=until - now,
             key=self.name or None,
             limit=str(learned),
@@ -583,7 +651,12 @@ class Limiter:
     def _open_fast_path_locked(self) -> None:
         """One limit and a plain number cost take `try_acquire`'s fast path, unless the limiter
         keeps chains or a learned limit may lapse: only the general path looks after those."""
-        plain = len(self.limits) == 1 and self._chains is None and self._shares == (1.0,)
+        plain = (
+            len(self.limits) == 1
+            and self._chains is None
+            and self._shares == (1.0,)
+            and self._lapse_at == math.inf
+        )
         self._simple_capacity = self._capacities[0] if plain else -1.0
 
     def _held_limit(
@@ -623,19 +696,92 @@ class Limiter:
                 shares[index] = share
                 self._reshape_locked(tuple(shares), self._rate_factor)
 
+    def _learn(self, limit: Limit, reset: float | None) -> int:
+        """Take `limit`, learned for a unit no limit is configured for, in place of the one
+        learned for it before (if any), until it lapses as an adopted one does (see `_adopt`);
+        its index."""
+        lasting = limit.per_seconds
+        if reset is not None and lasting < reset < math.inf:
+            lasting = reset
+        with self._lock:
+            now = self._monotonic()
+            self._forget_learned_locked(now)
+            limits = self.limits
+            sources: list[int | None] = list(range(len(limits)))
+            index = next(
+                (i for i in range(self._configured, len(limits)) if limits[i].unit == limit.unit),
+                len(limits),
+            )
+            if index == len(limits):
+                sources.append(None)
+            if index == len(limits) or limits[index] != limit:
+                self._relayout_locked((*limits[:index], limit, *limits[index + 1 :]), sources)
+            self._learned_at[index] = now
+            self._learned_until[index] = now + lasting
+            self._lapse_at = min(self._learned_until)
+            self._open_fast_path_locked()
+        return index
+
     def _forget_learned_locked(self, now: float) -> None:
-        """Give every learned limit that has lapsed by `now` its configured shape back."""
+        """Give every learned limit that has lapsed by `now` its configured shape back, and let
+        go of those learned for a unit none is configured for, once no call waits on them."""
         if now < self._lapse_at:
             return
+        until, tats, taus = self._learned_until, self._tats, self._taus
+        for index in range(self._configured, len(until)):
+            if until[index] <= now < tats[index] - taus[index]:
+                until[index] = tats[index] - taus[index]  # when the last call waiting goes
         lapsed = [until <= now for until in self._learned_until]
         for index, gone in enumerate(lapsed):
             if gone:
                 self._learned_at[index], self._learned_until[index] = -math.inf, math.inf
-        self._lapse_at = min(self._learned_until)
+        self._lapse_at = min(self._learned_until, default=math.inf)
+        configured = self._configured
         shares = tuple(
             1.0 if gone else share for gone, share in zip(lapsed, self._shares, strict=True)
         )
         self._reshape_locked(shares, self._rate_factor)
+        if any(lapsed[configured:]):
+            kept = [i for i, gone in enumerate(lapsed) if i < configured or not gone]
+            self._relayout_locked(tuple(self.limits[i] for i in kept), list(kept))
+
+    def _relayout_locked(self, limits: tuple[Limit, ...], sources: list[int | None]) -> None:
+        """Take `limits`, each keeping the state of the limit at its index in `sources` (its
+        schedule rescaled to its new rate), or starting full (None): a limit learned, reshaped
+        or let go. Reservations made before keep the limits they were made with (see
+        `Reservation._limits`)."""
+
+        def carried(values: Iterable[float], new: float) -> list[float]:
+            old = list(values)
+            return [new if source is None else old[source] for source in sources]
+
+        self.limits = limits
+        self._periods = tuple(limit.per_seconds / limit.amount for limit in limits)
+        self._units = tuple(limit.unit for limit in limits)
+        self._tats = carried(self._tats, -math.inf)
+        self._debts = tuple(carried(self._debts, 0.0))
+        self._learned_at = carried(self._learned_at, -math.inf)
+        self._learned_until = carried(self._learned_until, math.inf)
+        self._lapse_at = min(self._learned_until, default=math.inf)
+        if self._chains is not None:
+            self._decisions += 1
+            chains = self._chains
+            self._chains = [
+                Chains(self._decisions, -math.inf) if source is None else chains[source]
+                for source in sources
+            ]
+        # a new limit's interval is its own (nothing to rescale); a reshaped one's is the old
+        new = [period / self._rate_factor for period in self._periods]
+        self._intervals = tuple(
+            new[i] if source is None else self._intervals[source]
+            for i, source in enumerate(sources)
+        )
+        self._reshape_locked(tuple(carried(self._shares, 1.0)), self._rate_factor)
+        self._relaid_locked()
+
+    def _relaid_locked(self) -> None:
+        """Told, under the lock, that the limits changed: a limiter that encodes them ahead
+        (one on Redis) does it anew."""
 
     def _clamp_seconds(
         self, index: int, remaining: float, provider: float | None, reset: float | None
@@ -650,7 +796,13 @@ class Limiter:
             interval = self._intervals[index]
             capacity = self._capacities[index]
             tau = self._taus[index]
-        seconds = (capacity - min(remaining, capacity)) * interval
+        lacks = capacity - min(remaining, capacity)
+        if index >= self._configured and provider is not None:
+            # learned, in slices of the provider's window, which is what `remaining` counts: a
+            # slice lacks what the window does; a window short of more than a slice (which no
+            # provider enforcing slices says) leaves the bucket empty, not in debt
+            lacks = min(provider - min(remaining, provider), capacity)
+        seconds = lacks * interval
         if remaining < 1.0 and reset is not None and 0.0 < reset < math.inf:
             if provider is None:
                 seconds = max(seconds, tau - interval + reset)
@@ -754,32 +906,49 @@ class Limiter:
                 bound = index
         return ready, bound
 
-    def _finish(self, reservation: Reservation, actual: Iterable[float]) -> None:
-        """Settle `reservation` once at `actual` (seconds at the rates in force now): give back
-        what it over-charged as far as its chains allow, charge the rest as a new decision."""
+    def _finish(self, reservation: Reservation, actual: Cost, scale: float = 1.0) -> None:
+        """Settle `reservation` once at the `actual` cost (its seconds at the rates in force
+        now, times `scale`): give back what it over-charged as far as its chains allow, charge
+        the rest as a new decision. A limit learned since it was made is left alone."""
         if reservation._limiter is not self:
             raise ValueError(f"{reservation!r} was not made by {self!r}")
-        with self._lock:
-            reserved = reservation._increments
-            if reserved is None:
-                return
-            reservation._increments = None
-            intervals = self._intervals
-            units = reservation._units or tuple(map(operator.truediv, reserved, intervals))
-            chains, position = self._chains, reservation._position
-            debts = []
-            done = zip(units, actual, intervals, strict=True)
-            for index, (unit, seconds, interval) in enumerate(done):
-                change = seconds - unit * interval
-                if change > 0.0:
-                    debts.append(change)
-                    continue
-                debts.append(0.0)
-                if change < 0.0 and chains is not None and position >= 0:
-                    self._tats[index] = chains[index].refund(position, -change, seconds == 0.0)
-            if any(debts):
-                self._shift_locked(debts)
-                self._debts = tuple(map(operator.add, self._debts, debts))
+        while True:  # again if a limit was learned or lapsed meanwhile
+            limits = self.limits
+            actual_seconds = self._increments(actual, name="actual", check_capacity=False)
+            with self._lock:
+                if self.limits is limits:
+                    self._finish_locked(reservation, [s * scale for s in actual_seconds])
+                    return
+
+    def _finish_locked(self, reservation: Reservation, actual: list[float]) -> None:
+        """`_finish`, under the lock, `actual` in seconds of the limits in force."""
+        reserved: Sequence[float] | None = reservation._increments
+        if reserved is None:
+            return
+        reservation._increments = None
+        intervals, limits = self._intervals, self.limits
+        units: Sequence[float] | None = reservation._units
+        if reservation._limits is not limits:  # NaN: a limit it was not charged to
+            nothing = (math.nan,) * len(limits)
+            reserved = _carried(reserved, reservation._limits, limits, nothing)
+            if units is not None:
+                units = _carried(units, reservation._limits, limits, nothing)
+        if units is None:
+            units = tuple(map(operator.truediv, reserved, intervals))
+        chains, position = self._chains, reservation._position
+        debts = []
+        done = zip(units, actual, intervals, strict=True)
+        for index, (unit, seconds, interval) in enumerate(done):
+            change = seconds - unit * interval  # NaN on a limit it was not charged to: none
+            if change > 0.0:
+                debts.append(change)
+                continue
+            debts.append(0.0)
+            if change < 0.0 and chains is not None and position >= 0:
+                self._tats[index] = chains[index].refund(position, -change, seconds == 0.0)
+        if any(debts):
+            self._shift_locked(debts)
+            self._debts = tuple(map(operator.add, self._debts, debts))
 
     def _shift_locked(self, changes: Iterable[float]) -> None:
         """Move each limit's schedule by a change in seconds: on from now to charge a debt (a
@@ -802,6 +971,18 @@ class Limiter:
         return RateLimited(
             f"no rate permit within the allowed wait ({limits})", retry_after=wait, key=self.name
         )
+
+
+def _carried(
+    values: Iterable[float],
+    made_with: tuple[Limit, ...],
+    limits: tuple[Limit, ...],
+    missing: Iterable[float],
+) -> list[float]:
+    """`values`, one for each of the limits `made_with`, as one for each of `limits`: the
+    value of the same limit, or, for one `made_with` lacks, that of `missing`."""
+    by_limit = dict(zip(made_with, values, strict=True))
+    return [by_limit.get(limit, other) for limit, other in zip(limits, missing, strict=True)]
 
 
 def _by_unit(name: str, cost: Mapping[str, float]) -> dict[str, float]:

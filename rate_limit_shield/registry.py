@@ -28,7 +28,7 @@ from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import ConfigError
 from .events import Listener, Listeners, Reporter
-from .limiter import Cost, Limiter
+from .limiter import UNITS, Cost, Limiter
 from .llm import AdaptiveRate, Guide, LearnedEstimate, LLMClassifier, usage_of
 from .outcome import Classifier
 from .policy import Policy, parse_policies, read_config_file
@@ -82,7 +82,11 @@ class Key:
     Calls are classified by the provider taxonomy (`LLMClassifier`) unless the policy names its
     own classifier. A key with token limits estimates each call's tokens from the SDK call's
     arguments and settles them from the response's usage. A key without rate limits still has
-    a limiter, with no limits: it only pauses, so that one caller's 429 holds back the others.
+    a limiter, with no limits: it pauses, so that one caller's 429 holds back the others, and
+    it learns the provider's limits from the headers of each answer (see `Guide`).
+    It learns a requests limit, and token limits only when it estimates tokens (a policy with a
+    token limit): a key that starts counting tokens only once a provider states a limit would
+    cost every call an estimate, and its first calls none.
     Its shield and the parts that report events of their own (its breaker's transitions, a
     shared backend's outages) tell `on_event`, the registry's listeners.
     """
@@ -127,11 +131,11 @@ class Key:
         """A call's rate cost unless the decorator says otherwise (None: one request)."""
         self.usage: Callable[[Any], Cost | None] | None = usage_of if tokens else None
         """What a result really cost, to settle the estimate with."""
-        self.guide: Guide | None = None
+        adaptive = AdaptiveRate(limiter, clock) if limiter is not None and policy.adaptive else None
+        self.guide: Guide = Guide(
+            self.limiter, adaptive, clock, learns=UNITS if tokens else ("requests",)
+        )
         """What the key learns from the provider's headers (and throttles, when adaptive)."""
-        if limiter is not None:
-            adaptive = AdaptiveRate(limiter, clock) if policy.adaptive else None
-            self.guide = Guide(limiter, adaptive, clock)
         self.shield = Shield(
             self.limiter,
             self.breaker,

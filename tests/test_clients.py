@@ -292,12 +292,6 @@ def test_the_headers_of_a_parsed_reply_hold_the_key_to_what_the_provider_says_re
     assert session.clock.monotonic() >= 12.0 * (CALLS_PAST_THE_PROVIDERS_BURST - 5)  # waited here
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a key with no limits configured has a limiter without limits and no guide, and "
-    "Limiter.clamp only adopts a provider's limit for a unit the limiter has a limit of: the "
-    "limiter and the registry's Key must learn a limit for a unit none is configured for",
-)
 def test_the_headers_of_a_reply_pace_a_key_with_no_limits_configured(
     start: Callable[..., Session],
 ) -> None:

@@ -10,6 +10,8 @@ configured limits.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .._bounded import remember
 from ..clock import SYSTEM_CLOCK, Clock
 from ..limiter import Limiter
@@ -81,16 +83,26 @@ class AdaptiveRate:
 class Guide:
     """What a key learns from each outcome: the provider's remaining quota, and throttles.
 
+    For the units in `learns`, a limiter with no limit of the unit takes the provider's own
+    (see `Limiter.clamp`): a key with nothing configured is paced from its first answer on.
     Reset times given as dates are read against `clock.time()`."""
 
-    __slots__ = ("_limiter", "_clock", "adaptive", "skip")
+    __slots__ = ("_limiter", "_clock", "adaptive", "learns", "skip")
 
     def __init__(
-        self, limiter: Limiter, adaptive: AdaptiveRate | None = None, clock: Clock = SYSTEM_CLOCK
+        self,
+        limiter: Limiter,
+        adaptive: AdaptiveRate | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        learns: Iterable[str] = (),
     ) -> None:
         self._limiter = limiter
         self._clock = clock
         self.adaptive = adaptive
+        self.learns = frozenset(learns)
+        """The units whose limit the limiter learns when it has none: only those its calls'
+        costs count (a number cost is charged to every limit)."""
         self.skip: dict[type, None] = {}
         """Result classes that teach nothing (no headers, and no pacing to recover): a shield
         need not call the guide for their successes. Bounded: classes made on the fly come and
@@ -116,7 +128,14 @@ class Guide:
         the key's limit of that window, and adopted by no other: 1000 a day is not 1000 a
         minute. Without one, what remains of it still caps the key's nearest window, and none
         left holds the key until the provider's reset (see `Limiter.clamp`)."""
-        limiter = self._limiter
+        limiter, learns = self._limiter, self.learns
         for unit, quota in info.quotas().items():
             if quota.remaining is not None:
-                limiter.clamp(unit, quota.remaining, quota.limit, quota.reset, quota.per_seconds)
+                limiter.clamp(
+                    unit,
+                    quota.remaining,
+                    quota.limit,
+                    quota.reset,
+                    quota.per_seconds,
+                    learn=unit in learns,
+                )

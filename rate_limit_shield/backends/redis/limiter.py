@@ -250,11 +250,30 @@ _WAIT = struct.Struct("<d")
 when it was made and where its slot ends on each limit (see `SCRIPT`)."""
 
 
+class _Wire:
+    """How the script calls of one set of limits are encoded, but for their numbers: made
+    again only when a limit is learned or lapses (see `Limiter.clamp`)."""
+
+    __slots__ = ("ids", "limits", "numbers", "prefixes", "settle_prefix", "zeros")
+
+    def __init__(self, limits: tuple[Limit, ...], state_key: bytes, script: GuardedScript) -> None:
+        self.limits = limits
+        self.ids = b"".join(map(_limit_id, limits))
+        self.numbers = struct.Struct(f"<{1 + 2 * len(limits)}d")
+        # Each op's request but for its numbers, their header included (their size is fixed).
+        numbers_header = b"$%d\r\n" % self.numbers.size
+        self.prefixes = {
+            op: script.request(1, (state_key, op, self.ids), 1) + numbers_header for op in _OPS
+        }
+        self.settle_prefix = script.request(1, (state_key, b"shift", self.ids), 2) + numbers_header
+        self.zeros = (0.0,) * len(limits)
+
+
 class _Held(Reservation):
     """A reservation and where it is held: on Redis (`share` None), with the `slots` its
-    settlement sends back, or in memory at `share`."""
+    settlement sends back (the slots of the limits of its `wire`), or in memory at `share`."""
 
-    __slots__ = ("share", "slots")
+    __slots__ = ("share", "slots", "wire")
 
     def __init__(
         self,
@@ -267,11 +286,14 @@ class _Held(Reservation):
         units: tuple[float, ...] | None = None,
         position: int = -1,
         slots: bytes = b"",
+        wire: _Wire | None = None,
     ) -> None:
-        super().__init__(limiter, ready_at, delay, (), units, position)
+        limits = None if wire is None else wire.limits
+        super().__init__(limiter, ready_at, delay, (), units, position, limits=limits)
         self._increments = increments  # None: granted without any limit, nothing to give back
         self.share = share
         self.slots = slots
+        self.wire = wire
 
 
 class RedisLimiter(Limiter):
@@ -304,19 +326,14 @@ class RedisLimiter(Limiter):
     __slots__ = (
         "_fleet",
         "_heartbeat_due",
-        "_ids",
         "_keys",
         "_local_share",
         "_member",
-        "_numbers",
         "_on_backend_error",
         "on_event",
-        "_prefixes",
-        "_read_call",
-        "_settle_prefix",
         "_script",
         "_sending",
-        "_zeros",
+        "_wire",
     )
 
     def __init__(
@@ -349,17 +366,7 @@ class RedisLimiter(Limiter):
         self._on_backend_error = on_backend_error
         self._local_share = None if local_share is None else float(local_share)
         self._keys = (fleet_key(prefix, name, "rate"), fleet_key(prefix, name, "fleet"))
-        self._ids = b"".join(map(_limit_id, self.limits))
-        self._numbers = struct.Struct(f"<{1 + 2 * len(self.limits)}d")
-        # Each op's request but for its numbers, their header included (their size is fixed).
-        request = self._script.request
-        numbers_header = b"$%d\r\n" % self._numbers.size
-        self._prefixes = {
-            op: request(1, (self._keys[0], op, self._ids), 1) + numbers_header for op in _OPS
-        }
-        self._settle_prefix = request(1, (self._keys[0], b"shift", self._ids), 2) + numbers_header
-        self._zeros = (0.0,) * len(self.limits)
-        self._read_call = self._args(b"read", 0.0, self._zeros)
+        self._wire = _Wire(self.limits, self._keys[0], self._script)
         self._member = uuid.uuid4().hex[:16]
         self._heartbeat_due = -math.inf
         self._fleet = 1
@@ -374,19 +381,19 @@ class RedisLimiter(Limiter):
 
     def try_acquire(self, cost: Cost = 1) -> bool:
         """Take `cost` now from every limit, or take nothing and return False. Never waits."""
-        _, increments, call = self._reserve_call(cost, 0.0)
+        _, increments, call, _ = self._reserve_call(cost, 0.0)
         return self._taken(increments, self._script.run(call))
 
     def reserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
         """Commit `cost` on every limit if the wait for it is at most `max_wait` (see `Limiter`)."""
-        units, increments, call = self._reserve_call(cost, max_wait)
+        units, increments, call, wire = self._reserve_call(cost, max_wait)
         reply = self._script.run(call)
-        return self._granted(self._reserved(units, increments, max_wait, reply))
+        return self._granted(self._reserved(units, increments, max_wait, reply, wire))
 
     def wait_time(self, cost: Cost = 1) -> float:
         """Seconds until `cost` could be taken on every limit (0.0 if now); reserves nothing."""
-        units, increments, call = self._reserve_call(cost, -1.0)  # no wait is <= -1: none taken
-        result = self._reserved(units, increments, -1.0, self._script.run(call))
+        units, increments, call, wire = self._reserve_call(cost, -1.0)  # -1: none is taken
+        result = self._reserved(units, increments, -1.0, self._script.run(call), wire)
         return result if isinstance(result, float) else result.delay
 
     # Cancel, settle, refund, pause and clamp need no answer: inside a running event loop (the
@@ -395,15 +402,14 @@ class RedisLimiter(Limiter):
     def cancel(self, reservation: Reservation) -> None:
         """Give back what `reservation` charged, as far as the calls since allow; nothing if it
         was cancelled or settled."""
-        call = self._finish_call(reservation, self._zeros)
+        call = self._finish_call(reservation, 0)
         if call is not None:
             self._send(call)
 
     def settle(self, reservation: Reservation, actual: Cost) -> None:
         """Replace the reserved cost by the `actual` one: refund the excess as far as the calls
         since allow, or charge the debt."""
-        actual_increments = self._increments(actual, name="actual", check_capacity=False)
-        call = self._finish_call(reservation, actual_increments)
+        call = self._finish_call(reservation, actual)
         if call is not None:
             self._send(call)
 
@@ -420,9 +426,11 @@ class RedisLimiter(Limiter):
         """`clamp`'s floor, for everyone sharing this key: on Redis, and in memory too (the
         fallback honours it, whether Redis fails now or later)."""
         super()._raise_tat(index, seconds)
-        floors = [-math.inf] * len(self.limits)
-        floors[index] = seconds
-        self._send(self._args(b"floor", 0.0, floors))
+        wire = self._wire
+        floors = [-math.inf] * len(wire.limits)
+        if index < len(floors):  # else the limit lapsed meanwhile
+            floors[index] = seconds
+            self._send(self._args(b"floor", 0.0, floors, wire=wire))
 
     def _send(self, call: ScriptCall, then: Callable[[Any], None] | None = None) -> None:
         """Run `call` now, or as a task on `aclient` inside a running event loop; `then` gets
@@ -449,22 +457,21 @@ class RedisLimiter(Limiter):
     # -- async twins: the same decisions over `aclient` ------------------------------------
 
     async def atry_acquire(self, cost: Cost = 1) -> bool:
-        _, increments, call = self._reserve_call(cost, 0.0)
+        _, increments, call, _ = self._reserve_call(cost, 0.0)
         return self._taken(increments, await self._script.arun(call))
 
     async def areserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
-        units, increments, call = self._reserve_call(cost, max_wait)
+        units, increments, call, wire = self._reserve_call(cost, max_wait)
         reply = await self._script.arun(call)
-        return self._granted(self._reserved(units, increments, max_wait, reply))
+        return self._granted(self._reserved(units, increments, max_wait, reply, wire))
 
     async def acancel(self, reservation: Reservation) -> None:
-        call = self._finish_call(reservation, self._zeros)
+        call = self._finish_call(reservation, 0)
         if call is not None:
             await self._script.arun(call)
 
     async def asettle(self, reservation: Reservation, actual: Cost) -> None:
-        actual_increments = self._increments(actual, name="actual", check_capacity=False)
-        call = self._finish_call(reservation, actual_increments)
+        call = self._finish_call(reservation, actual)
         if call is not None:
             await self._script.arun(call)
 
@@ -509,14 +516,15 @@ class RedisLimiter(Limiter):
 
     def _observe(self) -> tuple[list[float], float, bool]:
         """Tokens per limit, pause left, and whether they come from Redis, in one call."""
-        reply = self._script.run(self._read_call)
+        with self._lock:
+            self._forget_learned_locked(self._monotonic())
+            wire = self._wire
+            capacities, intervals, factor = self._capacities, self._intervals, self._rate_factor
+        reply = self._script.run(self._args(b"read", 0.0, wire.zeros, wire=wire))
         if reply is None:
             share = self.local_share
             return [share * tokens for tokens in super()._tokens()], super().paused_for, False
         now, pause, *tats = map(float, reply)
-        with self._lock:
-            self._forget_learned_locked(self._monotonic())
-            capacities, intervals, factor = self._capacities, self._intervals, self._rate_factor
         tokens = [  # at the limits' own rates, as Redis keeps them (see `RedisLimiter`)
             capacity - (max(tat, now) - now) / (interval * factor)
             for capacity, interval, tat in zip(capacities, intervals, tats, strict=True)
@@ -534,48 +542,57 @@ class RedisLimiter(Limiter):
         taus: tuple[float, ...] = (),
         member: bytes = b"",
         slots: bytes = b"",
+        wire: _Wire | None = None,
     ) -> ScriptCall:
-        """The script call of `op` (see `SCRIPT`); only the numbers (and the `slots` of a
-        reservation's settlement) are encoded anew. `taus` only matter to a reservation."""
-        numbers = self._numbers.pack(param, *amounts, *(taus or self._taus))
+        """The script call of `op` on the limits of `wire` (those in force by default; see
+        `SCRIPT`); only the numbers (and the `slots` of a reservation's settlement) are encoded
+        anew. `taus` only matter to a reservation."""
+        wire = wire or self._wire
+        numbers = wire.numbers.pack(param, *amounts, *(taus or wire.zeros))
         if member:
-            return self._script.call(self._keys, (op, self._ids, numbers, member))
+            return self._script.call(self._keys, (op, wire.ids, numbers, member))
         if slots:
-            words = (self._keys[0], op, self._ids, numbers, slots)
-            return 1, words, self._settle_prefix + numbers + b"\r\n" + bulk(slots)
-        return 1, (self._keys[0], op, self._ids, numbers), self._prefixes[op] + numbers + b"\r\n"
+            words = (self._keys[0], op, wire.ids, numbers, slots)
+            return 1, words, wire.settle_prefix + numbers + b"\r\n" + bulk(slots)
+        return 1, (self._keys[0], op, wire.ids, numbers), wire.prefixes[op] + numbers + b"\r\n"
 
     def _reserve_call(
         self, cost: Cost, max_wait: float
-    ) -> tuple[tuple[float, ...], tuple[float, ...], ScriptCall]:
-        """The units of `cost` on each limit, the seconds of schedule they take, and the script
+    ) -> tuple[tuple[float, ...], tuple[float, ...], ScriptCall, _Wire]:
+        """The units of `cost` on each limit, the seconds of schedule they take, the script
         call that reserves them (with a heartbeat every few seconds, from which the fleet size
-        and so the local share are learnt)."""
+        and so the local share are learnt), and the limits it is on."""
         if max_wait != max_wait:
             raise ValueError(f"max_wait must be a number of seconds, got {max_wait!r}")
-        units = self._amounts(cost)
-        if self._rate_factor == 1.0:
-            increments, taus = tuple(map(operator.mul, units, self._intervals)), self._taus
-        else:
-            increments, taus = self._cut_charge(units)
+        while True:  # again if a limit was learned or lapsed meanwhile
+            limits = self.limits
+            units = self._amounts(cost)
+            with self._lock:
+                wire = self._wire
+                if wire.limits is limits:
+                    if self._rate_factor == 1.0:
+                        increments = tuple(map(operator.mul, units, self._intervals))
+                        taus = self._taus
+                    else:
+                        increments, taus = self._cut_charge_locked(units)
+                    break
         member = b""
         if self._local_share is None:
             now = self._monotonic()
             if now >= self._heartbeat_due:
                 self._heartbeat_due = now + _HEARTBEAT_EVERY
                 member = f"{self._member}:{os.getpid()}".encode()  # a forked child: another
-        call = self._args(b"reserve", max_wait, increments, taus=taus, member=member)
-        return units, increments, call
+        call = self._args(b"reserve", max_wait, increments, taus=taus, member=member, wire=wire)
+        return units, increments, call, wire
 
-    def _cut_charge(
+    def _cut_charge_locked(
         self, units: tuple[float, ...]
     ) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The seconds `units` take on each limit's schedule while `scale_rates` cuts this
         process's rate, and the tolerance that lets them go once the bucket holds them: each
         unit takes 1/factor of an interval at the limit's own rate, T, and the call goes when
         tat + units * T - capacity * T <= now (see `RedisLimiter`)."""
-        with self._lock:
-            intervals, capacities, factor = self._intervals, self._capacities, self._rate_factor
+        intervals, capacities, factor = self._intervals, self._capacities, self._rate_factor
         increments = tuple(map(operator.mul, units, intervals))
         taus = tuple(
             (capacity - unit) * interval * factor + increment
@@ -586,7 +603,12 @@ class RedisLimiter(Limiter):
         return increments, taus
 
     def _reserved(
-        self, units: tuple[float, ...], increments: tuple[float, ...], max_wait: float, reply: Any
+        self,
+        units: tuple[float, ...],
+        increments: tuple[float, ...],
+        max_wait: float,
+        reply: Any,
+        wire: _Wire,
     ) -> Reservation | float:
         """The reservation granted (by Redis or the fallback), or the wait it was refused for."""
         if reply is None:
@@ -596,7 +618,8 @@ class RedisLimiter(Limiter):
             return code / 1e6
         wait: float = _WAIT.unpack_from(code)[0]
         ready_at = self._monotonic() + wait
-        return _Held(self, ready_at, wait, increments, None, units=units, slots=code[_WAIT.size :])
+        slots = code[_WAIT.size :]
+        return _Held(self, ready_at, wait, increments, None, units=units, slots=slots, wire=wire)
 
     def _taken(self, increments: tuple[float, ...], reply: Any) -> bool:
         """Whether `try_acquire` took its cost: on Redis, or by the fallback (`reply` None)."""
@@ -641,31 +664,45 @@ class RedisLimiter(Limiter):
             raise self._refusal(result)
         return result
 
-    def _finish_call(
-        self, reservation: Reservation, actual: tuple[float, ...]
-    ) -> ScriptCall | None:
-        """Settle `reservation` at `actual` (seconds at the rates in force) once: in memory if
-        it is held there, else the script call that settles it on Redis (None when there is
-        nothing to do). What it over-charged is given back in the seconds it was charged at
-        (see `_settlement`), only as far as the calls charged since allow (see `SCRIPT`)."""
+    def _finish_call(self, reservation: Reservation, actual: Cost) -> ScriptCall | None:
+        """Settle `reservation` at the `actual` cost once: in memory if it is held there, else
+        the script call that settles it on Redis (None when there is nothing to do), on the
+        limits it was made on (nothing moves on one that lapsed since). What it over-charged is
+        given back in the seconds it was charged at (see `_settlement`), only as far as the
+        calls charged since allow (see `SCRIPT`)."""
         if not isinstance(reservation, _Held) or reservation._limiter is not self:
             raise ValueError(f"{reservation!r} was not made by {self!r}")
         share = reservation.share
         if share is not None:
-            self._finish(reservation, [amount / share for amount in actual])
+            self._finish(reservation, actual, 1.0 / share)
             return None
-        with self._lock:
-            reserved = reservation._increments
-            reservation._increments = None
-        units = reservation._units
-        if reserved is None or units is None:  # settled already, or granted without a limit
+        while True:  # again if a limit was learned or lapsed meanwhile
+            limits = self.limits
+            seconds = self._increments(actual, name="actual", check_capacity=False)
+            with self._lock:
+                if self.limits is limits:
+                    intervals = self._intervals
+                    reserved = reservation._increments
+                    reservation._increments = None
+                    break
+        units, wire = reservation._units, reservation.wire
+        if reserved is None or units is None or wire is None:  # settled, or without a limit
             return None
-        changes = map(_settlement, reserved, units, actual, self._intervals)
-        return self._args(b"shift", 0.0, changes, slots=reservation.slots)
+        index = {limit: i for i, limit in enumerate(limits)}
+        changes = [
+            0.0 if i is None else _settlement(charged, unit, seconds[i], intervals[i])
+            for i, charged, unit in zip(map(index.get, wire.limits), reserved, units, strict=True)
+        ]
+        return self._args(b"shift", 0.0, changes, slots=reservation.slots, wire=wire)
 
     def _refund_call(self, cost: Cost) -> tuple[tuple[float, ...], ScriptCall]:
-        increments = self._increments(cost, name="refund", check_capacity=False)
-        return increments, self._args(b"shift", 0.0, [-increment for increment in increments])
+        while True:  # again if a limit was learned or lapsed meanwhile
+            limits = self.limits
+            increments = self._increments(cost, name="refund", check_capacity=False)
+            wire = self._wire  # made last when the limits change: then theirs
+            if wire.limits is limits and self.limits is limits:
+                negated = [-increment for increment in increments]
+                return increments, self._args(b"shift", 0.0, negated, wire=wire)
 
     def _refunded(self, increments: tuple[float, ...], reply: Any) -> None:
         """A refund Redis did not take goes to memory, where "local" took the cost meanwhile."""
@@ -678,7 +715,11 @@ class RedisLimiter(Limiter):
         """Pause in memory too (the fallback honours it), and the script call for Redis."""
         seconds = _amount(seconds, "seconds")
         super().pause(seconds)
-        return self._args(b"pause", seconds, self._zeros)
+        wire = self._wire
+        return self._args(b"pause", seconds, wire.zeros, wire=wire)
+
+    def _relaid_locked(self) -> None:
+        self._wire = _Wire(self.limits, self._keys[0], self._script)
 
 
 def _settlement(charged: float, units: float, actual: float, interval: float) -> float:
