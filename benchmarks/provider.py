@@ -3,9 +3,9 @@
 Run from the repository root (tenacity is in the `bench` extra: `pip install -e '.[bench]'`; the
 fleet load needs `redis-server` on PATH):
 
-    python benchmarks/provider.py                 # all four loads, 3 arms x 20 s each: 5 minutes
+    python benchmarks/provider.py                 # all four loads, 3 arms x 20 s each: 5.5 minutes
     python benchmarks/provider.py --load fleet    # one load only: 70 to 95 s
-    python benchmarks/provider.py --seconds 60    # a longer, steadier run: about 13 minutes
+    python benchmarks/provider.py --seconds 60    # a longer, steadier run: about 14 minutes
     python benchmarks/provider.py --quick         # 3 s per arm: a smoke run, the figures are noisy
 
 Progress (which load and arm, the seconds elapsed, a dot every 5 s) goes to stderr, the tables
@@ -536,11 +536,10 @@ def describe(load: Load, clients: int) -> str:
         f"requests {load.requests / load.per_seconds:g}"
     )
     fleet = f"{load.processes} processes x {clients}" if load.processes > 1 else f"{clients}"
-    where = "on Redis" if load.on_redis else "in memory"
     return (
         f"load '{load.name}': provider {limits}; {sends} with {asks}, answers of {answer} "
         f"tokens{paced}; calls cost {tokens_per_call:g} tokens on average: {bounds}; "
-        f"{fleet} clients; ours: {load.ours.name}, {where}"
+        f"{fleet} clients; ours: {load.ours.name}"
     )
 
 
