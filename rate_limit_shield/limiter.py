@@ -797,17 +797,25 @@ class Limiter:
             capacity = self._capacities[index]
             tau = self._taus[index]
         lacks = capacity - min(remaining, capacity)
+        # with nothing left, when the provider's bucket is full again (None: not said)
+        full_in = None
+        if remaining < 1.0 and reset is not None and 0.0 < reset < math.inf:
+            full_in = reset
         if index >= self._configured and provider is not None:
             # learned, in slices of the provider's window, which is what `remaining` counts: a
             # slice lacks what the window does; a window short of more than a slice (which no
-            # provider enforcing slices says) leaves the bucket empty, not in debt
+            # provider enforcing slices says) leaves the bucket empty, not in debt. Empty, it
+            # is full again when the provider's bucket is: the provider's refill, not the
+            # learned one, which keeps `HEADROOM` from its rate.
             lacks = min(provider - min(remaining, provider), capacity)
+            if full_in is not None:
+                interval = self.limits[index].per_seconds / provider
         seconds = lacks * interval
-        if remaining < 1.0 and reset is not None and 0.0 < reset < math.inf:
+        if full_in is not None:
             if provider is None:
-                seconds = max(seconds, tau - interval + reset)
+                seconds = max(seconds, tau - interval + full_in)
             else:
-                held = provider * (1.0 - reset / self.limits[index].per_seconds)
+                held = provider * (1.0 - full_in / self.limits[index].per_seconds)
                 seconds = max(seconds, (capacity - min(held, remaining)) * interval)
         return seconds
 
