@@ -7,8 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import freezegun
 import pytest
 from redis_server import RedisServer, require_redis
+
+# freezegun looks through every loaded module's attributes when it starts; cohere's lazy
+# `__getattr__` then imports its pydantic models under frozen time, which pydantic refuses.
+freezegun.configure(extend_ignore_list=["cohere"])
 
 
 def _running_server() -> RedisServer:
