@@ -15,6 +15,11 @@ event hook on the HTTP client, which teaches the key of the attempt in progress.
 known through a context variable: the caller's own client, which shares the HTTP client, is left
 alone. A stream the shield holds ends when its HTTP response is closed, as OpenAI's stream
 helpers close it.
+
+A key with no limits configured knows nothing of its provider's until an answer tells it: its
+calls made together before then would all go out at once, past the provider's burst. So, until
+an HTTP response for the key has arrived, its first call goes alone and the others wait for it
+(see `_FirstCall`).
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ import wrapt
 
 from .._bounded import remember
 from .._diagnostics import unreadable
+from ..bulkhead import Bulkhead
 from ..decorators import shielded
-from ..errors import ConfigError
+from ..errors import BulkheadFull, ConfigError, RateLimited
 from ..limiter import Cost
 from ..llm import RateLimitInfo, usage_of
-from ..registry import Registry
+from ..registry import Key, Registry
 from ..stream import GuardedAsyncStream, GuardedStream
 
 if TYPE_CHECKING:
@@ -96,6 +102,80 @@ class _Pipelines(NamedTuple):
         return self.plain
 
 
+class _FirstCall:
+    """Lets one call of a key that has not heard from its provider go at a time, the others
+    waiting in FIFO order for its answer (or its failure: the next then goes alone); once an
+    answer has arrived (`heard`), each waiter passes its turn straight on. Nothing is locked
+    while a call is in flight: the lone call holds the one slot of a bulkhead."""
+
+    __slots__ = ("_alone", "heard")
+
+    def __init__(self, name: str) -> None:
+        self.heard = False
+        self._alone = Bulkhead(1, name=name)
+
+    def enter(self, key: Key) -> bool:
+        """Wait for this call's turn, at most the key's `max_wait` (and `timeout`); whether the
+        call goes alone, and must `leave`."""
+        try:
+            self._alone.acquire(_first_call_wait(key))
+        except BulkheadFull as full:
+            raise _not_heard(key, full) from None
+        return self._passed_on()
+
+    async def aenter(self, key: Key) -> bool:
+        try:
+            await self._alone.aacquire(_first_call_wait(key))
+        except BulkheadFull as full:
+            raise _not_heard(key, full) from None
+        return self._passed_on()
+
+    def leave(self) -> None:
+        self._alone.release()
+
+    def _passed_on(self) -> bool:
+        if self.heard:
+            self._alone.release()
+            return False
+        return True
+
+
+_FIRST_CALLS: dict[Key, _FirstCall | None] = {}
+"""By key: the gate of each key that has not heard from its provider yet, None for one that has
+or that has limits configured (no gate)."""
+
+
+def _first_call_of(registry: Registry, model: str) -> _FirstCall | None:
+    key = registry._key_for_call(model)
+    try:
+        return _FIRST_CALLS[key]
+    except KeyError:
+        gate = None if key.policy.rate_limits() else _FirstCall(key.name)
+        remember(_FIRST_CALLS, key, gate)
+        return gate
+
+
+def _heard(key: Key) -> None:
+    """An answer for `key` arrived: its calls need wait for no first one any more."""
+    gate = _FIRST_CALLS.get(key)
+    if gate is not None:
+        gate.heard = True
+        _FIRST_CALLS[key] = None
+
+
+def _first_call_wait(key: Key) -> float:
+    timeout = key.policy.timeout
+    return key.policy.max_wait if timeout is None else min(key.policy.max_wait, timeout)
+
+
+def _not_heard(key: Key, full: BulkheadFull) -> RateLimited:
+    return RateLimited(
+        f"{key.name}: waited {_first_call_wait(key):g}s for the first call to hear from the "
+        "provider (a key with no limits configured sends one call until then)",
+        key=key.name,
+    )
+
+
 _PIPELINES: dict[tuple[Registry, bool], _Pipelines] = {}
 """By registry, for sync and async clients: shared by every shielded client, so that clients
 made per call (`with_options(timeout=...)`) build no pipeline of their own."""
@@ -114,7 +194,16 @@ def _shielded(client: Any, registry: Registry) -> Any:
             if send is None:
                 return await own(cast_to, options, **kwargs)
             call = _Call(own, cast_to, options, kwargs, registry)
-            return _ending_with_its_response(await send(call, **options.json_data))
+            body = options.json_data
+            gate = _first_call_of(registry, body["model"])
+            if gate is None:
+                return _ending_with_its_response(await send(call, **body))
+            alone = await gate.aenter(registry._key_for_call(body["model"]))
+            try:
+                return _ending_with_its_response(await send(call, **body))
+            finally:
+                if alone:
+                    gate.leave()
 
     else:
 
@@ -123,7 +212,16 @@ def _shielded(client: Any, registry: Registry) -> Any:
             if send is None:
                 return own(cast_to, options, **kwargs)
             call = _Call(own, cast_to, options, kwargs, registry)
-            return _ending_with_its_response(send(call, **options.json_data))
+            body = options.json_data
+            gate = _first_call_of(registry, body["model"])
+            if gate is None:
+                return _ending_with_its_response(send(call, **body))
+            alone = gate.enter(registry._key_for_call(body["model"]))
+            try:
+                return _ending_with_its_response(send(call, **body))
+            finally:
+                if alone:
+                    gate.leave()
 
     def copied(**options: Any) -> Any:
         retries = options.get("max_retries")
@@ -260,8 +358,11 @@ def _learn(response: Any) -> None:
     registry, model = attempt
     try:
         key = registry._key_for_call(model)
-        if key.guide is not None:
-            key.guide.clamp(RateLimitInfo.from_headers(response.headers, now=key.clock.time()))
+        try:
+            if key.guide is not None:
+                key.guide.clamp(RateLimitInfo.from_headers(response.headers, now=key.clock.time()))
+        finally:
+            _heard(key)  # once what it tells is learned: calls that pass now are paced by it
     except Exception:
         unreadable(model, "rate-limit headers", response)
 
