@@ -119,15 +119,15 @@ class _FirstCall:
         call goes alone, and must `leave`."""
         try:
             self._alone.acquire(_first_call_wait(key))
-        except BulkheadFull as full:
-            raise _not_heard(key, full) from None
+        except BulkheadFull:
+            raise _not_heard(key) from None
         return self._passed_on()
 
     async def aenter(self, key: Key) -> bool:
         try:
             await self._alone.aacquire(_first_call_wait(key))
-        except BulkheadFull as full:
-            raise _not_heard(key, full) from None
+        except BulkheadFull:
+            raise _not_heard(key) from None
         return self._passed_on()
 
     def leave(self) -> None:
@@ -168,7 +168,7 @@ def _first_call_wait(key: Key) -> float:
     return key.policy.max_wait if timeout is None else min(key.policy.max_wait, timeout)
 
 
-def _not_heard(key: Key, full: BulkheadFull) -> RateLimited:
+def _not_heard(key: Key) -> RateLimited:
     return RateLimited(
         f"{key.name}: waited {_first_call_wait(key):g}s for the first call to hear from the "
         "provider (a key with no limits configured sends one call until then)",
