@@ -9,10 +9,9 @@ one test body checks every form.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -22,41 +21,13 @@ import pytest
 from sdk_helpers import (
     ANSWER,
     COMPLETION_TOKENS,
-    FLAVOURS,
     PROMPT_TOKENS,
-    Caller,
     Flavour,
     Session,
-    connect,
-    open_session,
 )
 
 import rate_limit_shield as rls
 from rate_limit_shield.events import THROTTLED, Event
-
-
-@pytest.fixture(params=FLAVOURS, ids=str)
-def flavour(request: pytest.FixtureRequest) -> Flavour:
-    chosen: Flavour = request.param
-    return chosen
-
-
-@pytest.fixture(scope="module")
-def callers() -> Iterator[dict[Flavour, Caller]]:
-    """One client per flavour for the module (each test points it at its own provider)."""
-    with contextlib.ExitStack() as stack:
-        yield {flavour: stack.enter_context(connect(flavour)) for flavour in FLAVOURS}
-
-
-@pytest.fixture
-def start(flavour: Flavour, callers: dict[Flavour, Caller]) -> Iterator[Callable[..., Session]]:
-    with open_session(callers[flavour]) as start_session:
-        yield start_session
-
-
-@pytest.fixture
-def session(start: Callable[..., Session]) -> Session:
-    return start()
 
 
 @pytest.fixture

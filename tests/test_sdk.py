@@ -9,22 +9,16 @@ call's `model=`); "function" is a function of the caller's decorated `@rls.shiel
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sdk_helpers import (
     ANSWER,
     COMPLETION_TOKENS,
-    FLAVOURS,
     PROMPT_TOKENS,
-    Caller,
-    Flavour,
     Session,
-    connect,
-    open_session,
 )
 
 import rate_limit_shield as rls
@@ -32,32 +26,6 @@ from rate_limit_shield.events import RETRY, THROTTLED, Event
 from rate_limit_shield.llm import estimate_cost
 
 STYLES = ["method", "function"]
-
-
-@pytest.fixture(params=FLAVOURS, ids=str)
-def flavour(request: pytest.FixtureRequest) -> Flavour:
-    chosen: Flavour = request.param
-    return chosen
-
-
-@pytest.fixture(scope="module")
-def callers() -> Iterator[dict[Flavour, Caller]]:
-    """One client per flavour for the module (each test points it at its own provider)."""
-    with contextlib.ExitStack() as stack:
-        yield {flavour: stack.enter_context(connect(flavour)) for flavour in FLAVOURS}
-
-
-@pytest.fixture
-def start(flavour: Flavour, callers: dict[Flavour, Caller]) -> Iterator[Callable[..., Session]]:
-    """Starts the test's provider (with a requests bucket, if given) and points a caller at it."""
-    with open_session(callers[flavour]) as start_session:
-        yield start_session
-
-
-@pytest.fixture
-def session(start: Callable[..., Session]) -> Session:
-    """A session whose provider has no limits of its own."""
-    return start()
 
 
 def ask(session: Session, create: Callable[..., Any], model: str, **options: Any) -> Any:
