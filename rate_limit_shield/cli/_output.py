@@ -10,9 +10,8 @@ import os
 import shutil
 from collections.abc import Sequence
 from typing import TextIO
-from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["CommandError", "LiveBlock", "redacted", "seconds", "table"]
+__all__ = ["CommandError", "LiveBlock", "seconds", "table"]
 
 _GAP = "  "
 
@@ -45,15 +44,6 @@ def seconds(value: float | None) -> str:
         return f"{value:.0f}s"
     minutes, rest = divmod(round(value), 60)
     return f"{minutes}m{rest}s" if rest else f"{minutes}m"
-
-
-def redacted(url: str) -> str:
-    """`url` without its password: a Redis URL may carry one, and what is printed gets pasted."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class CommandError(Exception):

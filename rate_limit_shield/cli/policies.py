@@ -14,11 +14,12 @@ import inspect
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from .._redact import redact
 from ..breaker import _DEFAULT_WINDOW, CircuitBreaker
 from ..errors import ConfigError
 from ..policy import Policy, read_config_file
 from ..registry import _BUILT_IN_NAME, _DEFAULT, Registry, _is_glob, _specificity
-from ._output import redacted, seconds, table
+from ._output import seconds, table
 
 __all__ = ["POLICY_HEADERS", "Resolution", "add_commands", "policy_row", "resolve", "shared"]
 
@@ -72,7 +73,7 @@ def _check(arguments: argparse.Namespace) -> int:
     policies = registry.policies
     backend = settings.get("backend") or "memory"
     if isinstance(backend, str):
-        backend = redacted(backend)
+        backend = redact(backend)
     strict = "true" if settings.get("strict") else "false"
     print(f"{arguments.file}: {len(policies)} policies, strict = {strict}, backend = {backend}")
     rows = [policy_row(pattern, policy) for pattern, policy in policies.items()]

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from .._redact import redact
 from ..backends import _NEEDS_REDIS
 from ..policy import Policy
 from ..registry import CONFIG_ENV, Registry
-from ._output import CommandError, LiveBlock, redacted, seconds, table
+from ._output import CommandError, LiveBlock, seconds, table
 from .policies import resolve, shared
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def _status(arguments: argparse.Namespace) -> int:
     except ImportError:
         raise CommandError(f"status: {_NEEDS_REDIS}") from None
     policy_of = _policies(arguments.config) if arguments.config else None
-    url = redacted(arguments.backend)
+    url = redact(arguments.backend)
     try:
         client = redis.Redis.from_url(
             arguments.backend, socket_connect_timeout=_TIMEOUT, socket_timeout=_TIMEOUT
