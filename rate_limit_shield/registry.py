@@ -18,7 +18,7 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, NamedTuple
 
 from ._bounded import remember
@@ -247,9 +247,8 @@ class _State:
         policy = self._exact.get(model)
         if policy is not None:
             return model, policy
-        for glob, policy in self._patterns:
-            if fnmatch.fnmatchcase(model, glob):
-                return glob, policy
+        for glob in self.matching_globs(model):
+            return glob, self.policies[glob]
         policy = self.policies.get(_DEFAULT)
         if policy is not None:
             return _DEFAULT, policy
@@ -259,6 +258,11 @@ class _State:
                 f"unknown model {model!r}: no policy matches it and strict=True (policies: {known})"
             )
         return _BUILT_IN_NAME, _BUILT_IN
+
+    def matching_globs(self, model: str) -> Iterator[str]:
+        """The glob patterns `model` matches, the one it resolves to first (most literal
+        characters, then the longer pattern)."""
+        return (glob for glob, _ in self._patterns if fnmatch.fnmatchcase(model, glob))
 
     def make_key(self, model: str) -> Key:
         pattern, policy = self.resolve(model)
@@ -497,6 +501,11 @@ class Registry:
         with self._lock:
             state = self._state
             self._state = state.fresh(state.clock, state.backend, self._listeners)
+
+    def matching_globs(self, model: str) -> list[str]:
+        """The glob patterns `model` matches, in the order resolution tries them: the first is
+        the one it gets unless a policy names it exactly."""
+        return list(self._state.matching_globs(model))
 
     def snapshot(self) -> dict[str, dict[str, object]]:
         """Per model key used so far: its pattern, rate levels, breaker, bulkhead and budget."""

@@ -9,7 +9,6 @@ is the one a call for that model would get.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import inspect
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -94,14 +93,7 @@ class Resolution(NamedTuple):
 
 def resolve(registry: Registry, model: str) -> Resolution:
     """The registry's own answer for `model`, with the globs that competed for it."""
-    globs = sorted(
-        (
-            (glob, _specificity(glob))
-            for glob in registry.policies
-            if _is_glob(glob) and fnmatch.fnmatchcase(model, glob)
-        ),
-        key=lambda item: (-item[1], -len(item[0])),
-    )
+    globs = [(glob, _specificity(glob)) for glob in registry.matching_globs(model)]
     try:
         key = registry.key(model)
     except ConfigError as refusal:
