@@ -77,6 +77,13 @@ def test_model_resolves_to_exact_name_then_most_specific_glob_then_default(
     assert key.policy == Policy.from_mapping(RESOLUTION_POLICIES[pattern])
 
 
+def test_matching_globs_come_in_the_order_resolution_tries_them() -> None:
+    registry = make_registry(RESOLUTION_POLICIES)
+    assert registry.matching_globs("gpt-4o-mini") == ["gpt-4o*", "gpt-*"]
+    assert registry.matching_globs("gpt-4o") == ["gpt-4o*", "gpt-*"]  # the exact name wins
+    assert registry.matching_globs("llama-3") == []
+
+
 def test_star_glob_is_preferred_to_default() -> None:
     registry = make_registry({"default": {"rpm": 1}, "*": {"rpm": 2}})
     assert registry.key("anything").pattern == "*"
