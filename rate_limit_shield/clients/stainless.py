@@ -359,8 +359,7 @@ def _learn(response: Any) -> None:
     try:
         key = registry._key_for_call(model)
         try:
-            if key.guide is not None:
-                key.guide.clamp(RateLimitInfo.from_headers(response.headers, now=key.clock.time()))
+            key.guide.clamp(RateLimitInfo.from_headers(response.headers, now=key.clock.time()))
         finally:
             _heard(key)  # once what it tells is learned: calls that pass now are paced by it
     except Exception:
