@@ -49,3 +49,4 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+"""The clock of every part not given one: the real time, looked up at each call."""

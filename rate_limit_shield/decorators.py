@@ -97,6 +97,8 @@ def enable() -> None:
 
 
 def is_enabled() -> bool:
+    """Whether the decorators shield their calls: False after `disable()`, or from the start
+    when `RATE_LIMIT_SHIELD_DISABLED` is 1, true, yes or on."""
     return not _disabled
 
 

@@ -51,18 +51,30 @@ calls_logger = logging.getLogger("rate_limit_shield.shield")
 breaker_logger = logging.getLogger("rate_limit_shield.breaker")
 backend_logger = logging.getLogger("rate_limit_shield.backend")
 
-SUCCEEDED = "succeeded"  # an attempt succeeded; `duration` since the first attempt began
-WAITED = "waited"  # a call waited `delay` seconds for a rate permit, `limit` bound it
-RETRY = "retry"  # an attempt failed (`outcome`, `error`, `reason`); another follows in `delay`
-GAVE_UP = "gave_up"  # an attempt failed and no other follows (`reason`); `error` is raised
-REJECTED = "rejected"  # the shield refused the call (`error`: RateLimited, CircuitOpen, ...)
-THROTTLED = "throttled"  # the server throttled: the key pauses `delay` s (`reason`: the hint)
-BREAKER = "breaker"  # the key's breaker went `transition` (old, new state), `reason` why
-FALLBACK = "fallback"  # `key` refused the call (`error`); it is made again with `fallback`
-FELL_BACK = "fell_back"  # `fallback` answered the call made for `key`
-BACKEND_DOWN = "backend_down"  # the shared backend failed (`error`); `reason`: what runs instead
-BACKEND_UP = "backend_up"  # the shared backend answers again after `delay` s down
-UNSETTLED = "unsettled"  # `key` reserves token estimates that no usage ever settles (`reason`)
+SUCCEEDED = "succeeded"
+"""An attempt succeeded; `duration` since the first attempt began."""
+WAITED = "waited"
+"""A call waited `delay` seconds for a rate permit, `limit` bound it."""
+RETRY = "retry"
+"""An attempt failed (`outcome`, `error`, `reason`); another follows in `delay`."""
+GAVE_UP = "gave_up"
+"""An attempt failed and no other follows (`reason`); `error` is raised."""
+REJECTED = "rejected"
+"""The shield refused the call (`error`: RateLimited, CircuitOpen, ...)."""
+THROTTLED = "throttled"
+"""The server throttled: the key pauses `delay` s (`reason`: the hint)."""
+BREAKER = "breaker"
+"""The key's breaker went `transition` (old, new state), `reason` why."""
+FALLBACK = "fallback"
+"""`key` refused the call (`error`); it is made again with `fallback`."""
+FELL_BACK = "fell_back"
+"""`fallback` answered the call made for `key`."""
+BACKEND_DOWN = "backend_down"
+"""The shared backend failed (`error`); `reason`: what runs instead."""
+BACKEND_UP = "backend_up"
+"""The shared backend answers again after `delay` s down."""
+UNSETTLED = "unsettled"
+"""`key` reserves token estimates that no usage ever settles (`reason`)."""
 
 
 class Event(NamedTuple):
@@ -98,6 +110,7 @@ class Event(NamedTuple):
 
 
 Listener = Callable[[Event], None]
+"""What `add_listener` and `on_event=` take: any callable of one `Event`."""
 
 
 @runtime_checkable

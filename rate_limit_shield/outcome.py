@@ -19,11 +19,20 @@ ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
 
 
 class Outcome(enum.Enum):
+    """What one attempt's result or error means to the breaker, the limiter and the retries."""
+
     SUCCESS = "success"
+    """It worked: a breaker success, no retry."""
     FAILURE = "failure"
+    """The provider failed (5xx, timeout, connection): a breaker failure, retried with backoff."""
     THROTTLED = "throttled"
+    """The server throttled (429-like): the key pauses and the call retries after the hint;
+    never a breaker failure."""
     IGNORED = "ignored"
-    FATAL = "ignored"  # an alias: fatal errors count exactly like ignored ones
+    """The caller's fault (a bad request) or a quota gone: raised at once, counted neither way."""
+    FATAL = "ignored"
+    """The same member as `IGNORED`, by another name: fatal errors count exactly like ignored
+    ones."""
 
 
 class Verdict(NamedTuple):

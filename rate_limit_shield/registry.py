@@ -585,8 +585,15 @@ def default_registry() -> Registry:
 
 
 configure = _registry.configure
+"""`Registry.configure` of the default registry: replace its policies (and, where given, its
+backend, clock, strictness and `on_event` listener)."""
 configure_from_file = _registry.configure_from_file
+"""`Registry.configure_from_file` of the default registry: `configure` from a TOML file."""
 update = _registry.update
+"""`Registry.update` of the default registry: add or replace the policies given, keep the rest."""
 add_listener = _registry.add_listener
+"""`Registry.add_listener` of the default registry: hear every event of every model key."""
 remove_listener = _registry.remove_listener
+"""`Registry.remove_listener` of the default registry."""
 snapshot = _registry.snapshot
+"""`Registry.snapshot` of the default registry: what each model key used so far holds now."""

@@ -3,7 +3,8 @@ every process that uses the same server.
 
 A backend makes the limiters of the registry's model keys; `configure(backend=...)` takes None
 (in memory), a ``redis://`` URL, a redis-py client, or a backend object. Redis support needs the
-`redis` extra and is imported only when asked for (`RedisBackend` here too, at first use).
+`redis` extra and is imported only when asked for: `RedisBackend` and `BackendUnavailable` are
+here too (from `.redis`), loaded at first use.
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ from ..errors import ConfigError
 from ..limiter import Limit, Limiter
 
 if TYPE_CHECKING:
-    from .redis import RedisBackend
+    from .redis import BackendUnavailable, RedisBackend
 
-__all__ = ["Backend", "MemoryBackend", "MEMORY", "backend_from"]
+__all__ = [
+    "Backend",
+    "MemoryBackend",
+    "MEMORY",
+    "backend_from",
+    "RedisBackend",
+    "BackendUnavailable",
+]
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _NEEDS_REDIS = "Redis needs redis-py: pip install 'rate-limit-shield[redis]'"
@@ -43,6 +51,7 @@ class MemoryBackend:
 
 
 MEMORY = MemoryBackend()
+"""The in-memory backend: what `configure(backend=None)` or `backend="memory"` means."""
 
 
 def backend_from(value: object) -> Backend:
@@ -75,12 +84,14 @@ def _redis() -> ModuleType:
     return redis
 
 
-def __getattr__(name: str) -> type[RedisBackend]:
-    """`RedisBackend`, imported when first asked for: redis-py is an optional extra."""
-    if name != "RedisBackend":
+def __getattr__(name: str) -> type[RedisBackend | BackendUnavailable]:
+    """`RedisBackend` and `BackendUnavailable`, imported when first asked for: redis-py is an
+    optional extra."""
+    if name not in ("RedisBackend", "BackendUnavailable"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        from .redis import RedisBackend
+        from . import redis
     except ImportError as error:
         raise ImportError(_NEEDS_REDIS) from error
-    return RedisBackend
+    found: type[RedisBackend | BackendUnavailable] = getattr(redis, name)
+    return found
