@@ -69,8 +69,11 @@ class State(str, enum.Enum):
     """A breaker's state; each is also its string ("closed", "open", "half_open")."""
 
     CLOSED = "closed"
+    """Calls go through; failures are counted."""
     OPEN = "open"
+    """Calls are refused with `CircuitOpen` until the recovery timeout has passed."""
     HALF_OPEN = "half_open"
+    """A few probe calls go through; their outcome closes the breaker or opens it again."""
 
 
 Listener = Callable[[State, State], None]
@@ -428,9 +431,11 @@ class CircuitBreaker:
         return self._closed_gen >= 0 or not isinstance(self._acquire_not_closed(), CircuitOpen)
 
     def record_success(self) -> None:
+        """The seed's way to report a call that `allow()` let through as a success."""
         self.record(self._current_permit(), _SUCCESS)
 
     def record_failure(self) -> None:
+        """The seed's way to report a call that `allow()` let through as a failure."""
         self.record(self._current_permit(), _FAILURE)
 
     # --- manual control ----------------------------------------------------------------------

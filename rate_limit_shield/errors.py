@@ -33,9 +33,13 @@ class ShieldError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
+        """What was refused and why, without the key or the hint that `str()` adds."""
         self.retry_after = retry_after
+        """Seconds after which trying again makes sense; None when nobody can tell."""
         self.key = key
+        """The model key (or the shield's name) that refused, if any."""
         self.cause = cause
+        """The exception that led to the refusal, if any (also its `__cause__`)."""
         if cause is not None:
             self.__cause__ = cause
 

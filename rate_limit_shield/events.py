@@ -83,16 +83,21 @@ class Event(NamedTuple):
     fallback, an outage); the other fields are None where they do not apply to the `kind`."""
 
     kind: str
+    """What happened: one of the kinds above (`SUCCEEDED`, `RETRY`, `THROTTLED`, ...)."""
     key: str
+    """The model key (or the shield's name) the decision is about."""
     attempt: int
+    """The call's attempt it is about, from 1; 0 for what is about no attempt."""
     delay: float | None = None
     """Seconds: waited (WAITED), before the next attempt (RETRY), of the key's pause
     (THROTTLED), of an opening (BREAKER to open; None when forced), the server's hint after a
     refusal (REJECTED, FALLBACK), of an outage (BACKEND_UP)."""
     outcome: Outcome | None = None
+    """How the attempt was classified (RETRY, GAVE_UP, SUCCEEDED)."""
     error: BaseException | None = None
     """The exception itself, for listeners; the logs say only `_redact.describe(error)`."""
     fallback: str | None = None
+    """The model the call is made again with (FALLBACK), or that answered it (FELL_BACK)."""
     duration: float | None = None
     """Seconds the call took, first attempt to outcome (SUCCEEDED, GAVE_UP); None when nobody
     listened as the call began (a call is timed only when someone listens)."""

@@ -40,7 +40,9 @@ class Verdict(NamedTuple):
 
     outcome: Outcome
     retry_after: float | None = None
+    """Seconds the server asked to wait before the next attempt, if it said."""
     error: BaseException | None = None
+    """An error to raise instead of the call's own (e.g. `QuotaExhausted` for a quota gone)."""
 
 
 SUCCESS = Verdict(Outcome.SUCCESS)
@@ -51,9 +53,13 @@ _IGNORED = Verdict(Outcome.IGNORED)
 class Classifier(Protocol):
     """Turns a result or an exception into a `Verdict`."""
 
-    def classify_result(self, result: Any) -> Verdict: ...
+    def classify_result(self, result: Any) -> Verdict:
+        """The verdict on what a call returned (an HTTP response may still be a 429)."""
+        ...
 
-    def classify_error(self, error: BaseException) -> Verdict: ...
+    def classify_error(self, error: BaseException) -> Verdict:
+        """The verdict on what a call raised."""
+        ...
 
 
 def exception_types(value: object, path: str) -> ExceptionTypes:

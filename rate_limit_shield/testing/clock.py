@@ -19,6 +19,7 @@ class FakeClock:
         self._wall_offset = float(wall) - float(start)
         self._lock = threading.Lock()
         self.sleeps: list[float] = []
+        """Every sleep asked for, in seconds, in order (zero-second ones too)."""
 
     def monotonic(self) -> float:
         return self._now
