@@ -296,18 +296,32 @@ class Policy:
     """
 
     rpm: float | None = None
+    """Requests per minute: a token bucket holding the whole amount, refilled continuously."""
     rpd: float | None = None
+    """Requests per day."""
     tpm: float | None = None
+    """Tokens (input and output together) per minute."""
     itpm: float | None = None
+    """Input tokens per minute."""
     otpm: float | None = None
+    """Output tokens per minute."""
     limits: tuple[Limit, ...] = ()
+    """Explicit limits, besides or instead of the shorthands above."""
     max_wait: float = 60.0
+    """Longest wait for a rate permit, in seconds, before `RateLimited`."""
     timeout: float | None = None
+    """Deadline of the whole call, attempts and waits included, in seconds; None: none."""
     retry: Mapping[str, Any] | None = field(default_factory=dict)
+    """`RetryPolicy` keywords (`attempts`, `backoff`, `base_delay`, ..., `budget`); None: one
+    attempt."""
     breaker: Mapping[str, Any] | None = field(default_factory=dict)
+    """`CircuitBreaker` keywords (`failure_threshold`, `failure_rate`, ...); None: no breaker."""
     bulkhead: Mapping[str, Any] | None = None
+    """`Bulkhead` keywords (`max_concurrent`, `max_wait`); None (the default): no bulkhead."""
     fallbacks: tuple[str, ...] = ()
+    """Models tried in order when this one refuses the call or its retries give up."""
     adaptive: bool = False
+    """Cut the rate on each throttle and recover gradually, never above the limits."""
     classifier: Classifier | None = None
     cost: Callable[..., Cost] | None = None
 
