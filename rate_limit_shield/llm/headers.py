@@ -151,8 +151,11 @@ class Quota:
     """One provider bucket as the headers describe it; a field the headers left out is None."""
 
     limit: float | None
+    """How much the bucket holds when full."""
     remaining: float | None
-    reset: float | None  # seconds from now until it is full again (>= 0)
+    """How much is left now."""
+    reset: float | None
+    """Seconds from now until it is full again (>= 0)."""
     per_seconds: float | None = None
     """The window `limit` is counted over, where the provider's headers are known to count over
     one of their own (Groq's requests: a day); None: the key's own window for the unit."""
@@ -163,11 +166,17 @@ class RateLimitInfo:
     """Everything a response's headers say about the key's quotas and about retrying."""
 
     requests: Quota | None = None
+    """The requests bucket, if the headers describe one."""
     tokens: Quota | None = None
+    """The tokens bucket (input and output together), if described."""
     input_tokens: Quota | None = None
+    """The input tokens bucket (Anthropic's), if described."""
     output_tokens: Quota | None = None
-    should_retry: bool | None = None  # x-should-retry, which the official SDKs obey
-    retry_after: float | None = None  # parse_retry_after of the same headers
+    """The output tokens bucket (Anthropic's), if described."""
+    should_retry: bool | None = None
+    """`x-should-retry`, which the official SDKs obey; None when absent."""
+    retry_after: float | None = None
+    """Seconds to wait, as `parse_retry_after` reads the same headers; None when absent."""
 
     @classmethod
     def from_headers(cls, headers: object, now: float | None = None) -> RateLimitInfo:
