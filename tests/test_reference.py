@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from doc_pages import DOCS, resolve
+from doc_pages import DOCS, imported_names, pages, resolve
 
 import rate_limit_shield
 
@@ -152,6 +152,11 @@ def test_the_reference_shows_every_public_name() -> None:
         and (module, name) not in UNDOCUMENTED
     ]
     assert not missing, f"no reference page renders {missing}"
+
+
+def test_every_module_the_pages_import_from_has_a_reference_page() -> None:
+    imported = {module for page in pages() for module, _ in imported_names(page)}
+    assert imported - set(public_modules()) == set()
 
 
 def test_no_page_renders_a_module_for_the_attribute_it_names() -> None:
