@@ -3,12 +3,14 @@ the names of the package that they use.
 
 Conventions of the pages: a block fenced ```python runs; one whose source holds
 `redis://localhost:6379` runs against a real redis-server; output and shell are ```text,
-```bash or ```console and do not run.
+```bash or ```console and do not run. A ```text block right after a ```python block (nothing
+but blank lines between) shows the end of what that block prints.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
 import re
 import textwrap
 from dataclasses import dataclass
@@ -52,6 +54,8 @@ class Block:
     line: int
     language: str
     source: str
+    output: str | None = None
+    """The ```text block right after this one, if any: the end of what it prints."""
 
     @property
     def where(self) -> str:
@@ -66,15 +70,27 @@ def pages() -> list[Path]:
 def blocks(page: Path, language: str | None = None) -> list[Block]:
     """The page's fenced blocks (of one language, if given), dedented as their fence is."""
     text = page.read_text(encoding="utf-8")
+    fences = list(_FENCE.finditer(text))
     found = []
-    for match in _FENCE.finditer(text):
+    for match, following in itertools.zip_longest(fences, fences[1:]):
         info = match["info"].strip()
         block_language = info.split()[0] if info else ""
-        if language is None or block_language == language:
-            source = textwrap.dedent(match["indent"] + match["body"])
-            line = text.count("\n", 0, match.start()) + 1
-            found.append(Block(page, line, block_language, source))
+        if language is not None and block_language != language:
+            continue
+        output = None
+        if (
+            following is not None
+            and following["info"].strip() == "text"
+            and not text[match.end() : following.start()].strip()
+        ):
+            output = _source(following)
+        line = text.count("\n", 0, match.start()) + 1
+        found.append(Block(page, line, block_language, _source(match), output))
     return found
+
+
+def _source(fence: re.Match[str]) -> str:
+    return textwrap.dedent(fence["indent"] + fence["body"])
 
 
 def _code(page: Path) -> list[str]:

@@ -1,7 +1,8 @@
 """The examples of README.md and docs/ run as written, and every name they use exists.
 
 Each ```python block runs alone, in a fresh namespace under `testing.isolated()`; one that names
-`redis://localhost:6379` runs against this session's redis-server instead.
+`redis://localhost:6379` runs against this session's redis-server instead; one followed by a
+```text block prints what it shows, last lines first.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def run(block: Block, redis_url: str | None = None) -> str:
 @pytest.mark.parametrize("block", PYTHON, ids=lambda block: block.where)
 def test_python_example_runs(block: Block, request: pytest.FixtureRequest) -> None:
     redis_url = request.getfixturevalue("redis_url") if REDIS_URL in block.source else None
-    run(block, redis_url)
+    printed = run(block, redis_url)
+    if block.output is not None:  # the page shows the end of what it prints
+        shown = block.output.strip().splitlines()
+        assert printed.strip().splitlines()[-len(shown) :] == shown
 
 
 @pytest.mark.parametrize("block", TOML, ids=lambda block: block.where)
