@@ -63,6 +63,22 @@ def test_toml_example_configures(block: Block, tmp_path: Path) -> None:
         assert rls.default_registry().policies
 
 
+SHOWN_ONLY = {"text", "bash", "console"}
+"""Languages of blocks that are shown, not run: output and shell."""
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda page: str(page.relative_to(ROOT)))
+def test_every_block_is_run_or_shown_on_purpose(page: Path) -> None:
+    """A ```py or unlabelled block would silently go untested: each names a language the tests
+    run (python, toml) or one that is only shown."""
+    unknown = [
+        block.where
+        for block in blocks(page)
+        if block.language not in {"python", "toml"} | SHOWN_ONLY
+    ]
+    assert not unknown
+
+
 def test_quickstart_prints_both_calls() -> None:
     printed = run(blocks(README, "python")[0]).splitlines()
     assert printed == ["A long page about token buckets ...", "claude-sonnet-4 says hi to 'Ada'"]
