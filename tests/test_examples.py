@@ -7,7 +7,9 @@ TestClient.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -27,11 +29,13 @@ EXAMPLES = ROOT / "examples"
 TIMEOUT = 120  # seconds: the SDKs take seconds to import on a busy machine
 
 
-def run(*command: str) -> subprocess.CompletedProcess[str]:
-    """`python *command` from the repository's root; it must exit 0."""
+def run(*command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python *command` from the repository's root, with `env` added to the environment; it
+    must exit 0."""
     done = subprocess.run(
         [sys.executable, *command],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -76,11 +80,54 @@ def test_batch_falls_back_to_claude_while_gpt_is_down_and_the_provider_throttles
     assert "503 x 5" in out and "429" not in out
 
 
+# -- test_suite --------------------------------------------------------------------------------
+
+
+def test_the_example_test_suite_passes_every_test_it_has() -> None:
+    """Run as a user runs it, with the pytest plugin the package installs: 6 tests, all passed
+    (none failed, skipped or in error, which the summary line would name)."""
+    done = run("-m", "pytest", "examples/test_suite", "-p", "no:cacheprovider")
+    assert re.search(r"^6 passed in ", done.stdout, flags=re.MULTILINE), done.stdout
+
+
+# -- redis_fleet -------------------------------------------------------------------------------
+
+
+def fleet(*options: str, env: dict[str, str] | None = None) -> tuple[str, int, float]:
+    """Run the fleet: its output, the requests its processes admitted, and the most the limit
+    allows over the time it ran (its burst, and its rate times that time, as printed to 0.01 s:
+    the bound of the longest time that prints so)."""
+    out = run("examples/redis_fleet.py", *options, env=env).stdout
+    limits = load("redis_fleet")
+    admitted = number(r"admitted (\d+) in", out)
+    found = re.search(r"admitted \d+ in (\d+\.\d\d) s", out)
+    assert found is not None, out
+    took = float(found.group(1)) + 0.005
+    return out, admitted, limits.BURST + limits.RATE * took
+
+
+def test_a_fleet_sharing_redis_stays_within_the_limit(redis_url: str) -> None:
+    out, admitted, allowed = fleet("--processes", "4", env={"REDIS_URL": redis_url})
+    assert "4 processes, sharing one quota on Redis" in out
+    assert number(r"refused (\d+)", out) > 0  # offered more than the limit allows
+    assert load("redis_fleet").BURST <= admitted <= allowed
+    assert "within the limit" in out
+
+
+def test_the_same_fleet_in_memory_goes_over_the_limit() -> None:
+    """Without a shared backend each process has the whole quota: the bound is not vacuous."""
+    out, admitted, allowed = fleet("--backend", "memory", "--processes", "4")
+    assert "4 processes, in memory, a quota each" in out
+    assert admitted > allowed
+    assert "OVER THE LIMIT" in out
+
+
 # -- service -----------------------------------------------------------------------------------
 
 
+@functools.cache
 def load(name: str) -> ModuleType:
-    """examples/<name>.py imported as the module `examples_<name>`."""
+    """examples/<name>.py imported (once) as the module `examples_<name>`."""
     spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
