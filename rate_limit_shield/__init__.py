@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from . import testing  # rls.testing.FakeClock, rls.testing.isolated()
 from .breaker import CircuitBreaker, Permit, State
 from .bulkhead import Bulkhead
@@ -49,10 +47,8 @@ from .decorators import (  # isort: skip
 )
 from .clients import shield_client  # isort: skip  # after the decorators, which it uses
 
-try:
-    __version__ = version("rate-limit-shield")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
-    __version__ = "0.0.0"
+# The one place the version is written: the build reads it from here ([tool.hatch.version]).
+__version__ = "0.2.0"
 
 __all__ = [
     "__version__",
