@@ -8,7 +8,7 @@ SDK clients talk to it. One shielded method answers every prompt with gpt-4o-min
 falls back to claude-3-5-haiku. The batch starts in a gpt outage (scripted 503s): the retries
 fail, gpt's breaker opens, and the prompts asked meanwhile are answered by claude; once the
 breaker's open time is over a probe goes to gpt, closes the breaker, and gpt takes the rest.
-Both models are paced a little under the provider's limit, so that it throttles nothing. At the
+Both models are paced under the provider's limit, so that it throttles nothing. At the
 end the job prints which model answered how many prompts, and what the shield did on the way.
 """
 
@@ -29,22 +29,21 @@ from rate_limit_shield.testing import FakeProvider
 
 GPT = "gpt-4o-mini"
 CLAUDE = "claude-3-5-haiku-latest"
-PROVIDER_RATE = 20  # requests a second per model that the provider grants
-# The policies keep a tenth under it: requests reach the provider a few milliseconds after the
-# shield lets them go, some sooner than others, and a limit met to the last request would see
-# the early ones throttled.
-RATE = 18
+PROVIDER_RATE = 20  # requests a second per model that the provider grants, at most 20 at once
+# The policies keep under it: requests reach the provider a few milliseconds after the shield
+# lets them go, some later than others, so that those sent apart may arrive together.
+LIMIT = rls.Limit(18, per_seconds=1, burst=10)  # 18 a second, at most 10 at once
 
 POLICIES = {
     GPT: {
-        "limits": [rls.Limit(RATE, per_seconds=1)],
+        "limits": [LIMIT],
         "retry": {"attempts": 3, "base_delay": 0.05, "max_delay": 0.2},
         # Three failures in a row open the breaker for 0.3 s: calls fall back meanwhile.
         "breaker": {"failure_threshold": 3, "recovery_timeout": 0.3},
         "fallbacks": [CLAUDE],
     },
     CLAUDE: {
-        "limits": [rls.Limit(RATE, per_seconds=1)],
+        "limits": [LIMIT],
         "retry": {"attempts": 3, "base_delay": 0.05, "max_delay": 0.2},
     },
 }
@@ -70,7 +69,12 @@ class Models:
             message = await self.claude.messages.create(
                 model=model, max_tokens=32, messages=[{"role": "user", "content": prompt}]
             )
-            return Answer(prompt, model, message.content[0].text)  # type: ignore[union-attr]
+            text = "".join(
+                block.text
+                for block in message.content
+                if isinstance(block, anthropic.types.TextBlock)
+            )
+            return Answer(prompt, model, text)
         completion = await self.gpt.chat.completions.create(
             model=model, max_tokens=32, messages=[{"role": "user", "content": prompt}]
         )
@@ -97,16 +101,16 @@ async def main(count: int, concurrency: int) -> None:
     rls.add_listener(lambda event: decisions.update([event.kind]))
 
     with FakeProvider(requests=PROVIDER_RATE, per_seconds=1) as provider:
-        # The SDKs' own retries off: the shield retries (shield_client does this by itself).
-        models = Models(
-            openai.AsyncOpenAI(base_url=provider.url + "/v1", api_key="test", max_retries=0),
-            anthropic.AsyncAnthropic(base_url=provider.url, api_key="test", max_retries=0),
-        )
+        # In production: AsyncOpenAI(max_retries=0) and AsyncAnthropic(max_retries=0), with your
+        # API keys. The SDKs' own retries off: the shield retries (shield_client does it itself).
+        gpt = openai.AsyncOpenAI(base_url=provider.url + "/v1", api_key="test", max_retries=0)
+        claude = anthropic.AsyncAnthropic(base_url=provider.url, api_key="test", max_retries=0)
         provider.fail(503, times=5, model=GPT)  # gpt is down for its first five requests
 
         prompts = [f"Summarize item {n}" for n in range(count)]
         started = time.monotonic()
-        answers = await run_batch(models, prompts, concurrency)
+        async with gpt, claude:
+            answers = await run_batch(Models(gpt, claude), prompts, concurrency)
         took = time.monotonic() - started
 
     print(f"{len(answers)} prompts, at most {concurrency} in flight, in {took:.1f} s")

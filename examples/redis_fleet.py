@@ -10,12 +10,12 @@ same fleet without Redis, to see the difference.
 A local fake provider (`rate_limit_shield.testing.FakeProvider`) in this process grants
 gpt-4o-mini 20 requests a second. Each process of the fleet, started together, configures the
 same policy on the same Redis (18 requests a second, at most 10 at once: under the provider's
-limit) and is then offered far more requests than that, as a busy web worker would be; a request the
-shared quota has no room for is refused at once (`max_wait` 0: such a worker would answer it
-429). At the end the fleet's requests admitted are set against what the limit allows over the
-run: its burst plus its rate times the seconds it took. On Redis the fleet stays within it and
-the provider throttles nothing; in memory each process has a quota of its own, and together
-they send the provider several times its limit.
+limit), and is then offered far more requests than that, as a busy web worker would be; a
+request the shared quota has no room for is refused at once (`max_wait` 0: such a worker would
+answer it 429). At the end the requests the fleet admitted are set against what the limit
+allows over the run: its burst, plus its rate times the seconds it took. On Redis the fleet
+stays within it and the provider throttles nothing; in memory each process has a quota of its
+own, and together they send the provider several times its limit.
 """
 
 from __future__ import annotations
@@ -74,19 +74,19 @@ def worker(
     """One process of the fleet: the same policy on the same backend as every other, then a
     request offered every 1/OFFERED s for `seconds`."""
     rls.configure({MODEL: POLICY}, backend=backend)
-    client = openai.OpenAI(base_url=base_url, api_key="test", max_retries=0)
     answered = throttled = refused = 0
-    start.wait(timeout=60)  # every process begins together
-    began = time.time()
-    for n in range(int(seconds * OFFERED)):
-        time.sleep(max(0.0, began + n / OFFERED - time.time()))
-        try:
-            ask(client, f"request {n}")
-            answered += 1
-        except rls.RateLimited:
-            refused += 1
-        except openai.RateLimitError:
-            throttled += 1
+    with openai.OpenAI(base_url=base_url, api_key="test", max_retries=0) as client:
+        start.wait(timeout=60)  # every process begins together
+        began = time.time()
+        for n in range(int(seconds * OFFERED)):
+            time.sleep(max(0.0, began + n / OFFERED - time.time()))
+            try:
+                ask(client, f"request {n}")
+                answered += 1
+            except rls.RateLimited:
+                refused += 1
+            except openai.RateLimitError:
+                throttled += 1
     tallies.put(Tally(began, time.time(), answered, throttled, refused))
 
 

@@ -52,6 +52,13 @@ def number(pattern: str, text: str) -> int:
     return int(found.group(1))
 
 
+def test_the_examples_readme_names_every_example() -> None:
+    readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    for program in sorted(EXAMPLES.glob("*.py")):
+        assert f"[`{program.name}`]" in readme
+    assert "[`test_suite/`]" in readme
+
+
 # -- quickstart --------------------------------------------------------------------------------
 
 
