@@ -1,5 +1,5 @@
-"""The documentation as the tests read it: README.md and docs/**/*.md, their fenced blocks, and
-the names of the package that they use.
+"""The documentation as the tests read it: README.md, CHANGELOG.md and docs/**/*.md, their
+fenced blocks, and the names of the package that they use.
 
 Conventions of the pages: a block fenced ```python runs; one whose source holds
 `redis://localhost:6379` runs against a real redis-server; output and shell are ```text,
@@ -63,8 +63,9 @@ class Block:
 
 
 def pages() -> list[Path]:
-    """README.md, then every page of the docs site in path order."""
-    return [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+    """README.md, CHANGELOG.md (which the site's changelog page includes), then every page of
+    the docs site in path order."""
+    return [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted(DOCS.rglob("*.md"))]
 
 
 def blocks(page: Path, language: str | None = None) -> list[Block]:
