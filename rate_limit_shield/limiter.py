@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 UNITS = ("requests", "tokens", "input_tokens", "output_tokens")
+"""What a limit may count: requests, or tokens (input and output together, or either alone)."""
 
 Cost: TypeAlias = float | Mapping[str, float]
 """A number charged to every limit, or an amount per unit (see `Limiter`)."""
@@ -103,9 +104,13 @@ class Limit:
     """`amount` units per `per_seconds`, refilled continuously, holding at most `burst`."""
 
     amount: float
+    """Units allowed per window."""
     per_seconds: float
+    """The window, in seconds."""
     unit: str = "requests"
+    """What it counts: one of `UNITS`."""
     burst: float | None = None
+    """The most it holds, and so lets go at once; None: the whole `amount`."""
 
     def __post_init__(self) -> None:
         _check_positive("Limit amount", self.amount)
@@ -193,7 +198,9 @@ class Reservation:
         limits: tuple[Limit, ...] | None = None,
     ) -> None:
         self.ready_at = ready_at
+        """When its call may go, on the limiter's clock."""
         self.delay = delay
+        """How long it was told to wait when it was made."""
         self._limiter = limiter
         # The limits its tuples are of: a limit learned or lapsed since has another layout.
         self._limits = limiter.limits if limits is None else limits
@@ -260,12 +267,14 @@ class Limiter:
         self, limits: Iterable[Limit], *, clock: Clock | None = None, name: str = ""
     ) -> None:
         self.limits = tuple(limits)
+        """The limits in force: the configured ones, then any learned from the provider."""
         for limit in self.limits:
             if not isinstance(limit, Limit):
                 raise ConfigError(f"limits must hold Limit objects, got {limit!r}")
         if len(set(self.limits)) != len(self.limits):
             raise ConfigError(f"limits must not repeat a limit, got {list(self.limits)!r}")
         self.name = name
+        """The key it limits, for errors and events."""
         self._clock = clock if clock is not None else SYSTEM_CLOCK
         self._monotonic: Callable[[], float] = self._clock.monotonic
         self._lock = threading.Lock()
@@ -1059,6 +1068,7 @@ class BucketView:
 
     def __init__(self, limiter: Limiter) -> None:
         self.limiter = limiter
+        """The limiter it views."""
         limits = limiter.limits
         requests = [index for index, limit in enumerate(limits) if limit.unit == "requests"]
         self._index = min(requests, key=lambda index: limits[index].per_seconds, default=None)

@@ -153,7 +153,9 @@ class Shield:
         ):
             raise ValueError(f"max_wait must be a number of seconds >= 0, got {max_wait!r}")
         self.name = name
+        """The key it shields, for errors, events and logs."""
         self.on_event = on_event
+        """Told every decision as an `Event`; None: nobody listens."""
         self._limiter = bucket
         self._breaker = breaker
         self._retry = retry

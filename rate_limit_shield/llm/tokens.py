@@ -55,9 +55,13 @@ __all__ = [
 ]
 
 BYTES_PER_TOKEN = 4
+"""UTF-8 bytes of text per estimated token."""
 MESSAGE_OVERHEAD_TOKENS = 4
+"""Tokens of framing per message (role and separators)."""
 REPLY_OVERHEAD_TOKENS = 3
+"""Tokens of framing for the primed reply, once per call."""
 MEDIA_TOKENS = 1_600
+"""Tokens estimated for one image, document, audio or video part."""
 DEFAULT_OUTPUT_TOKENS = 512
 """Output reserved for a call that sets no output limit: a typical reply. The trade-off: a higher
 guess holds calls back near the limit (and a limit smaller than it could never grant the call),
