@@ -289,6 +289,8 @@ def usage_of(result: object) -> dict[str, float] | None:
     usage = _field(result, "usage")
     if usage is not None:
         return _counts(usage, partial=_kind(result) == "message_delta")
+    if _empty_usage(result):  # an OpenAI chat chunk but the last: the common stream item
+        return None
     kind = _kind(result)
     if kind == "message_start":
         usage = _field(_field(result, "message"), "usage")
@@ -506,6 +508,12 @@ def _field(source: object, name: str) -> object:
     if extra is _NOT_PYDANTIC:
         return getattr(source, name, None)
     return extra.get(name) if isinstance(extra, dict) else None
+
+
+def _empty_usage(source: object) -> bool:
+    """Whether `source` has a `usage` field that is empty, so that no other field holds one."""
+    fields = source if isinstance(source, dict) else getattr(source, "__dict__", None)
+    return isinstance(fields, dict) and "usage" in fields and fields["usage"] is None
 
 
 def _kind(source: object) -> str:
