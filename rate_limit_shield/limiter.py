@@ -70,6 +70,13 @@ _SLICE = 1.0
 in slices of a minute ("60,000 requests/minute may be enforced as 1,000 requests/second"), and
 states it per minute all the same, so no more than the finest slice's share may go together."""
 
+_TRANSIT = 0.25
+"""Seconds of the provider's refill a learned burst of requests leaves unused. A provider's
+bucket that is full while calls are on their way (a stall of the network, of its server or of
+this process between reserving and sending) loses the refill meanwhile, and the calls sent
+in that time then arrive together: a burst that the provider's own capacity less this refill
+still holds survives a stall this long."""
+
 _NUMBERS = (int, float, Real)
 """Number types, the built-in ones first: `isinstance` then skips the slow ABC for them."""
 
@@ -137,14 +144,14 @@ class Limit:
 
 def learned_limit(unit: str, amount: float, per_seconds: float) -> Limit:
     """The limit a key with none of `unit` takes from a provider stating `amount` per
-    `per_seconds`: that rate less `HEADROOM`, with a burst of one slice of requests (at least
-    one), since a provider's per-minute limit may be enforced a second at a time; tokens at the
-    whole amount, which is what the provider admits in one request, whatever its slices (the
-    requests it comes with are paced)."""
+    `per_seconds`: that rate less `HEADROOM`, with a burst of one slice of requests less
+    `_TRANSIT` (at least one), since a provider's per-minute limit may be enforced a second at a
+    time; tokens at the whole amount, which is what the provider admits in one request, whatever
+    its slices (the requests it comes with are paced)."""
     paced = amount * (1.0 - HEADROOM)
     if unit != "requests":
         return Limit(paced, per_seconds, unit)
-    burst = max(1.0, amount * _SLICE / per_seconds)
+    burst = max(1.0, amount * (_SLICE - _TRANSIT) / per_seconds)
     return Limit(paced, per_seconds, unit, None if burst >= paced else burst)
 
 

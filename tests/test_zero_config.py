@@ -12,8 +12,10 @@ from rate_limit_shield import Limit, Limiter, Outcome, Registry
 from rate_limit_shield.limiter import learned_limit
 from rate_limit_shield.llm import Guide
 from rate_limit_shield.testing import FakeClock, FakeProvider
+from rate_limit_shield.testing.provider.buckets import Bucket
 
-LEARNED = Limit(1176, 60, "requests", burst=20)  # 1,200 a minute in slices of 1 s, less 2 %
+LEARNED = Limit(1176, 60, "requests", burst=15)
+"""1,200 a minute in slices of 1 s: 2 % less in rate, a quarter second's refill less in burst."""
 INTERVAL = 60 / 1176
 
 
@@ -61,7 +63,7 @@ def test_a_limiter_without_limits_learns_the_providers_requests_limit_in_slices_
     guide(Outcome.SUCCESS, Response(openai_headers(remaining=1199)))
 
     assert limiter.limits == (LEARNED,)  # the tokens it reports are not the key's to learn
-    assert taken_at_once(limiter) == 19  # the provider's second lacks the one it answered
+    assert taken_at_once(limiter) == 14  # the burst lacks the one the provider answered
     clock.advance(INTERVAL)  # one request's worth
     assert taken_at_once(limiter) == 1
 
@@ -72,10 +74,35 @@ def test_what_remains_of_the_providers_window_holds_a_slice_of_it() -> None:
     clock = FakeClock()
     limiter, guide = learner(clock)
     guide(Outcome.SUCCESS, Response(openai_headers(remaining=1190)))
-    assert limiter.levels() == {str(LEARNED): pytest.approx(10)}
+    assert limiter.levels() == {str(LEARNED): pytest.approx(5)}
     guide(Outcome.SUCCESS, Response(openai_headers(remaining=5, reset="59s")))
     assert limiter.levels() == {str(LEARNED): pytest.approx(0)}
     assert limiter.wait_time() == pytest.approx(INTERVAL)
+
+
+def test_calls_sent_on_a_learned_burst_survive_a_stall_on_their_way_to_the_provider() -> None:
+    """A provider's bucket that is full while calls are on their way loses the refill meanwhile,
+    and the calls sent in that time arrive together: after a stall of a quarter second right
+    after the provider's report, none of those a learned limit let go is refused."""
+    clock = FakeClock()
+    provider = Bucket(20, 1, clock.monotonic())  # 1,200 a minute in slices of a second
+    provider.level -= 1  # the call the report answers
+    limiter, guide = learner(clock)
+    guide(Outcome.SUCCESS, Response(openai_headers(remaining=provider.remaining())))
+    stalled_until = clock.monotonic() + 0.25
+    arrivals: list[float] = []
+    for _ in range(300):  # three seconds, in steps of 10 ms
+        arrivals += [max(clock.monotonic(), stalled_until)] * taken_at_once(limiter)
+        clock.advance(0.01)
+    refused = 0
+    for arrival in arrivals:
+        provider.refill(arrival)
+        if provider.level >= 1.0:
+            provider.level -= 1.0
+        else:
+            refused += 1
+    assert len(arrivals) > 3 * 19  # paced at the provider's rate, less `HEADROOM`
+    assert refused == 0
 
 
 def test_a_report_without_the_providers_limit_teaches_no_limit() -> None:
@@ -98,7 +125,7 @@ def test_a_learned_limit_lapses_a_window_after_the_last_report() -> None:
     guide(Outcome.SUCCESS, Response(openai_headers(remaining=1199)))  # kept a window longer
     clock.advance(59.0)
     assert limiter.limits == (LEARNED,)
-    assert taken_at_once(limiter) == 20
+    assert taken_at_once(limiter) == 15
     clock.advance(1.0)
     assert taken_at_once(limiter) == 10_000
     assert limiter.limits == ()
@@ -121,7 +148,7 @@ def test_a_new_amount_from_the_provider_reshapes_the_learned_limit() -> None:
     guide(Outcome.SUCCESS, Response(openai_headers(remaining=1199)))
     guide(Outcome.SUCCESS, Response(openai_headers(remaining=599, limit=600)))
     assert limiter.limits == (learned_limit("requests", 600, 60),)
-    assert taken_at_once(limiter) == 9
+    assert taken_at_once(limiter) == 6  # a burst of 7.5 lacks the one answered
 
 
 def test_a_minute_limit_learned_beside_a_configured_one_of_another_unit() -> None:
@@ -130,7 +157,7 @@ def test_a_minute_limit_learned_beside_a_configured_one_of_another_unit() -> Non
     limiter, guide = learner(clock, [tokens])
     guide(Outcome.SUCCESS, Response(openai_headers(remaining=1199)))
     assert limiter.limits == (tokens, LEARNED)
-    assert limiter.try_acquire({"requests": 19, "tokens": 1000})
+    assert limiter.try_acquire({"requests": 14, "tokens": 1000})
     assert not limiter.try_acquire({"requests": 1, "tokens": 1000})
 
 
@@ -147,7 +174,7 @@ def test_reservations_made_before_a_limit_was_learned_or_after_it_lapsed_settle(
     before = limiter.reserve({"requests": 1, "tokens": 1000})
     guide(Outcome.SUCCESS, Response(openai_headers(remaining=1199)))
     waiting = [limiter.reserve({"requests": 1, "tokens": 100}) for _ in range(25)]
-    assert waiting[-1].delay == pytest.approx((25 - 19) * INTERVAL)
+    assert waiting[-1].delay == pytest.approx((25 - 14) * INTERVAL)
     limiter.settle(before, {"requests": 1, "tokens": 10})
     clock.advance(60.0)
     assert limiter.try_acquire({"requests": 1, "tokens": 1})  # lapsed
@@ -216,9 +243,9 @@ def test_a_key_with_nothing_configured_is_paced_after_its_first_answer() -> None
     for _ in range(60):
         key.shield.call(create, model="gpt-4o")
 
-    assert sent[:20] == [0.0] * 20  # the first answer teaches: the 19 its slice holds go on
-    assert sent[20] == pytest.approx(INTERVAL)
-    assert sent[-1] == pytest.approx((60 - 20) * INTERVAL)
+    assert sent[:15] == [0.0] * 15  # the first answer teaches: the 14 its burst holds go on
+    assert sent[15] == pytest.approx(INTERVAL)
+    assert sent[-1] == pytest.approx((60 - 15) * INTERVAL)
 
 
 # -- end to end: the real SDK against a provider that enforces its limit in slices ----------------
@@ -236,7 +263,7 @@ def test_a_zero_config_client_is_paced_at_the_providers_rate_without_a_429() -> 
                 model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5
             )
         assert provider.statuses == {200: 100}
-        assert clock.monotonic() == pytest.approx((100 - 20) * INTERVAL, abs=0.1)
+        assert clock.monotonic() == pytest.approx((100 - 15) * INTERVAL, abs=0.1)
 
 
 # -- on Redis -------------------------------------------------------------------------------------
