@@ -404,9 +404,10 @@ class Limiter:
 
         A debt is charged from now: the calls waiting then were told their go times before it
         existed, and going at them, they would find the provider's bucket short by the debt (a
-        provider charges an answer when it ends, to everyone who has not gone yet). Each debt
-        is counted once per reservation, so a driver that asks again after waiting it out goes
-        on, even when its clock does not move.
+        provider charges an answer when it ends, to everyone who has not gone yet). A provider
+        that reports less than the schedule counts (`clamp`), or says wait (`pause`), tells of
+        such a debt too. Each debt is counted once per reservation, so a driver that asks again
+        after waiting it out goes on, even when its clock does not move.
         """
         if reservation._limiter is not self:
             raise ValueError(f"{reservation!r} was not made by {self!r}")
@@ -434,13 +435,19 @@ class Limiter:
     def pause(self, seconds: float) -> None:
         """Let nobody proceed before `seconds` from now (a server's Retry-After), on every limit.
 
-        A longer pause already running is kept. Reservations made meanwhile are ready after it.
+        A longer pause already running is kept. The calls waiting when it begins are held back
+        by its length (see `debt_since`), so that they keep their spacing after it: going all
+        at its end, they would find a provider that has refilled only what the call it refused
+        needs. Reservations made meanwhile are ready after them.
         """
         seconds = _amount(seconds, "seconds")
         with self._lock:
-            until = self._monotonic() + seconds
-            if until > self._paused_until:
-                self._paused_until = until
+            now = self._monotonic()
+            if now + seconds > self._paused_until:
+                self._paused_until = now + seconds
+            for index, (tat, tau) in enumerate(zip(self._tats, self._taus, strict=True)):
+                if tat - tau > now:  # a call waits on this limit
+                    self._raise_locked(index, tat + seconds, now)
 
     def clamp(
         self,
@@ -837,14 +844,24 @@ class Limiter:
 
     def _raise_tat(self, index: int, seconds: float) -> None:
         """Let limit `index` grant nothing beyond its schedule reaching `seconds` from now; no
-        refund of an earlier reservation brings it back."""
+        refund of an earlier reservation brings it back. The calls waiting then are held back by
+        as much as it moves the schedule (see `debt_since`): the provider is that much short."""
         with self._lock:
-            floor = self._monotonic() + seconds
-            if floor > self._tats[index]:
-                self._tats[index] = floor
-                if self._chains is not None:
-                    self._decisions += 1
-                    self._chains[index].floor(self._decisions, floor)
+            now = self._monotonic()
+            self._raise_locked(index, now + seconds, now)
+
+    def _raise_locked(self, index: int, floor: float, now: float) -> None:
+        """`_raise_tat` to `floor`, a time, under the lock."""
+        tat = self._tats[index]
+        if floor > tat:
+            self._tats[index] = floor
+            if tat - self._taus[index] > now:  # a call waits on this limit
+                debts = list(self._debts)
+                debts[index] += floor - tat
+                self._debts = tuple(debts)
+            if self._chains is not None:
+                self._decisions += 1
+                self._chains[index].floor(self._decisions, floor)
 
     def _tokens(self) -> list[float]:
         with self._lock:

@@ -1,5 +1,6 @@
 """A debt charged while calls wait holds those calls back by as much, as a provider's bucket does:
-a provider charges an answer when it ends, to everyone who has not gone yet."""
+a provider charges an answer when it ends, to everyone who has not gone yet. A provider's report
+of less than the schedule counts, and a 429's pause, hold them back too."""
 
 from __future__ import annotations
 
@@ -108,3 +109,61 @@ def test_a_debt_past_the_deadline_gives_up() -> None:
     _, shield = waiting_on_a_debt(timeout=0.7)
     with pytest.raises(RateLimited, match="in debt"):
         shield.call(lambda: "never", tokens=50)
+
+
+def test_calls_waiting_when_a_pause_begins_keep_their_spacing_after_it() -> None:
+    """A 429's pause holds the calls waiting by its length: all going when it ends, they would
+    find a provider that has refilled only what the call it refused needs."""
+    clock = FakeClock()
+    limiter = tokens_limiter(clock)
+    limiter.reserve(100)  # goes now
+    waiters = [limiter.reserve(50) for _ in range(2)]  # go at 0.5 s and 1 s
+    limiter.pause(5.0)
+    assert [limiter.debt_since(waiter) for waiter in waiters] == [pytest.approx(5.0)] * 2
+    assert limiter.reserve(50).ready_at == pytest.approx(6.5)  # after them
+
+
+class PausedAsItSleeps(FakeClock):
+    """A clock on which a 429 pauses `limiter` for 2 s as the first sleep begins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limiter: Limiter | None = None
+
+    def sleep(self, seconds: float) -> None:
+        if not self.sleeps and self.limiter is not None:
+            self.limiter.pause(2.0)
+        super().sleep(seconds)
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_call_waiting_when_a_pause_begins_goes_its_spacing_after_the_pause(driver: str) -> None:
+    """Waiting until 1 s behind a call that goes at 0.5 s, it goes at 3 s, not when the pause
+    ends at 2 s, alongside the one before it."""
+    clock = PausedAsItSleeps()
+    limiter = clock.limiter = tokens_limiter(clock)
+    limiter.reserve(100)
+    limiter.reserve(50)
+    shield = Shield(limiter, clock=clock)
+
+    async def answer() -> str:
+        return "late"
+
+    if driver == "sync":
+        assert shield.call(lambda: "late", tokens=50) == "late"
+    else:
+        assert asyncio.run(shield.acall(answer, tokens=50)) == "late"
+    assert clock.sleeps == [pytest.approx(1.0), pytest.approx(2.0)]
+
+
+def test_a_providers_report_of_less_than_the_waiters_were_told_holds_them_back() -> None:
+    """A provider that says less remains than the schedule counts (its answers ended and were
+    charged, or another process used its quota) is short for the calls waiting too."""
+    clock = FakeClock()
+    limiter = tokens_limiter(clock)
+    limiter.reserve(100)
+    waiter = limiter.reserve(50)  # goes at 0.5 s: the bucket counts 50 tokens below empty
+    limiter.clamp("tokens", 0, 100, reset=2.0)  # full in 2 s: 100 below empty
+    assert limiter.debt_since(waiter) == pytest.approx(0.5)
+    clock.advance(0.5)
+    assert limiter.debt_since(waiter) == 0.0
