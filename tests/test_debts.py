@@ -80,9 +80,8 @@ def waiting_on_a_debt(**options: object) -> tuple[DebtOnFirstSleep, Shield]:
     return clock, Shield(limiter, clock=clock, **options)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("driver", ["sync", "async"])
-def test_a_debt_charged_while_a_call_waits_holds_it_back_by_as_much(driver: str) -> None:
-    clock, shield = waiting_on_a_debt()
+def call_for_50_tokens(shield: Shield, driver: str) -> None:
+    """One call of 50 tokens through `shield`, by the `driver` ("sync" or "async"), answered."""
 
     async def answer() -> str:
         return "late"
@@ -91,6 +90,12 @@ def test_a_debt_charged_while_a_call_waits_holds_it_back_by_as_much(driver: str)
         assert shield.call(lambda: "late", tokens=50) == "late"
     else:
         assert asyncio.run(shield.acall(answer, tokens=50)) == "late"
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_debt_charged_while_a_call_waits_holds_it_back_by_as_much(driver: str) -> None:
+    clock, shield = waiting_on_a_debt()
+    call_for_50_tokens(shield, driver)
     assert clock.sleeps == [pytest.approx(0.5), pytest.approx(0.3)]
 
 
@@ -145,14 +150,7 @@ def test_a_call_waiting_when_a_pause_begins_goes_its_spacing_after_the_pause(dri
     limiter.reserve(100)
     limiter.reserve(50)
     shield = Shield(limiter, clock=clock)
-
-    async def answer() -> str:
-        return "late"
-
-    if driver == "sync":
-        assert shield.call(lambda: "late", tokens=50) == "late"
-    else:
-        assert asyncio.run(shield.acall(answer, tokens=50)) == "late"
+    call_for_50_tokens(shield, driver)
     assert clock.sleeps == [pytest.approx(1.0), pytest.approx(2.0)]
 
 
