@@ -445,9 +445,7 @@ class Limiter:
             now = self._monotonic()
             if now + seconds > self._paused_until:
                 self._paused_until = now + seconds
-            for index, (tat, tau) in enumerate(zip(self._tats, self._taus, strict=True)):
-                if tat - tau > now:  # a call waits on this limit
-                    self._raise_locked(index, tat + seconds, now)
+            self._hold_waiting_locked(self._tats[:], seconds, now)
 
     def clamp(
         self,
@@ -848,20 +846,38 @@ class Limiter:
         as much as it moves the schedule (see `debt_since`): the provider is that much short."""
         with self._lock:
             now = self._monotonic()
-            self._raise_locked(index, now + seconds, now)
+            tats = self._tats[:]
+            self._hold_waiting_locked(tats, self._raise_locked(index, now + seconds, now), now)
 
-    def _raise_locked(self, index: int, floor: float, now: float) -> None:
-        """`_raise_tat` to `floor`, a time, under the lock."""
+    def _raise_locked(self, index: int, floor: float, now: float) -> float:
+        """`_raise_tat` to `floor`, a time, under the lock: how much later the calls waiting on
+        the limit go (0.0 if none does)."""
         tat = self._tats[index]
-        if floor > tat:
-            self._tats[index] = floor
-            if tat - self._taus[index] > now:  # a call waits on this limit
-                debts = list(self._debts)
-                debts[index] += floor - tat
-                self._debts = tuple(debts)
-            if self._chains is not None:
-                self._decisions += 1
-                self._chains[index].floor(self._decisions, floor)
+        if floor <= tat:
+            return 0.0
+        self._tats[index] = floor
+        if self._chains is not None:
+            self._decisions += 1
+            self._chains[index].floor(self._decisions, floor)
+        if tat - self._taus[index] <= now:  # no call waits on this limit
+            return 0.0
+        debts = list(self._debts)
+        debts[index] += floor - tat
+        self._debts = tuple(debts)
+        return floor - tat
+
+    def _hold_waiting_locked(self, tats: Sequence[float], seconds: float, now: float) -> None:
+        """The calls waiting on the schedules `tats` (as they were before a debt, a provider's
+        floor or a pause) go `seconds` later (see `debt_since`): each schedule that was ahead
+        of now moves on by as much, to count them when they go. Otherwise calls made later,
+        going by a limit that still counts them earlier, would go alongside them: more at once
+        than a provider's bucket holds, which counts calls as they come."""
+        if seconds > 0.0 and any(
+            tat - tau > now for tat, tau in zip(tats, self._taus, strict=True)
+        ):
+            for index, tat in enumerate(tats):
+                if tat > now:
+                    self._raise_locked(index, tat + seconds, now)
 
     def _tokens(self) -> list[float]:
         with self._lock:
@@ -988,8 +1004,10 @@ class Limiter:
             if change < 0.0 and chains is not None and position >= 0:
                 self._tats[index] = chains[index].refund(position, -change, seconds == 0.0)
         if any(debts):
+            tats = self._tats[:]
             self._shift_locked(debts)
             self._debts = tuple(map(operator.add, self._debts, debts))
+            self._hold_waiting_locked(tats, max(debts), self._monotonic())
 
     def _shift_locked(self, changes: Iterable[float]) -> None:
         """Move each limit's schedule by a change in seconds: on from now to charge a debt (a

@@ -8,9 +8,10 @@ import asyncio
 
 import pytest
 
-from rate_limit_shield import Limit, Limiter, Shield
+from rate_limit_shield import Limit, Limiter, Reservation, Shield
 from rate_limit_shield.errors import RateLimited
 from rate_limit_shield.testing import FakeClock
+from rate_limit_shield.testing.provider.buckets import Bucket
 
 
 def tokens_limiter(clock: FakeClock) -> Limiter:
@@ -165,3 +166,38 @@ def test_a_providers_report_of_less_than_the_waiters_were_told_holds_them_back()
     assert limiter.debt_since(waiter) == pytest.approx(0.5)
     clock.advance(0.5)
     assert limiter.debt_since(waiter) == 0.0
+
+
+def go_times(limiter: Limiter, reservations: list[Reservation]) -> list[float]:
+    """When each of `reservations` goes, the debts charged since it was made counted."""
+    return [r.ready_at + limiter.debt_since(r) for r in reservations]
+
+
+@pytest.mark.parametrize("hold", ["debt", "pause", "report"])
+def test_calls_held_back_on_one_limit_take_their_place_on_the_others_later_too(hold: str) -> None:
+    """A call held back by a debt, a pause or a provider's report goes later on every limit:
+    the others must count it then, or the calls made after it go alongside it, more at once
+    than the provider's bucket of requests (which counts calls as they come) holds."""
+    clock = FakeClock()
+    limiter = Limiter([Limit(2, 1), Limit(100, 1, "tokens")], clock=clock)  # 2 requests a second
+    first = limiter.reserve({"requests": 1, "tokens": 100})  # goes now, the tokens all used
+    waiter = limiter.reserve({"requests": 1, "tokens": 50})  # goes at 0.5 s, for its tokens
+    if hold == "debt":
+        limiter.settle(first, {"requests": 1, "tokens": 200})  # 1 s more on tokens
+    elif hold == "pause":
+        limiter.pause(1.5)
+    else:
+        limiter.clamp("tokens", 0, 100, reset=2.5)  # the provider: full in 2.5 s, 100 short
+    later = [limiter.reserve({"requests": 1, "tokens": 0}) for _ in range(3)]
+    times = sorted(go_times(limiter, [waiter, *later]))
+    assert times[0] >= 1.5 - 1e-9  # the waiter, held back by 1 s
+    provider = Bucket(2, 1, 0.0)  # the provider's requests, which saw `first` at 0
+    provider.level -= 1
+    refused = 0
+    for when in times:
+        provider.refill(when)
+        if provider.wait_for(1) > 1e-9:
+            refused += 1
+        else:
+            provider.level -= 1
+    assert refused == 0, times
