@@ -216,6 +216,9 @@ _LOGS: dict[str, tuple[logging.Logger, int]] = {
 }
 """Where and at which level each kind is logged: the highest, lowered to INFO by `_mild`."""
 
+SUCCEEDED_LOG = _LOGS[SUCCEEDED]
+"""Where and at which level a success is logged, for a hot path that asks `heard` inline."""
+
 
 def _mild(event: Event) -> bool:
     """A transition other than an opening; giving up on an error not worth retrying (a bad
