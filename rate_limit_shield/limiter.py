@@ -9,7 +9,8 @@ while the call waits for another, what the call takes when it goes. Reserving a 
 instead of refusing is what makes waiters FIFO without a queue; tokens now are
 `capacity - (max(tat, now) - now)/T`. A refund moves `tat` back, but never further than the
 calls that went since allow (see `Reservation`). A debt (a call that cost more than it was
-charged) moves `tat` on from now, and the calls already waiting by as much (see `debt_since`).
+charged) moves `tat` on from now, and the calls already waiting by as much, on every limit (see
+`debt_since`).
 """
 
 from __future__ import annotations
