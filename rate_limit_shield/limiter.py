@@ -266,6 +266,7 @@ class Limiter:
         "_tats",
         "_taus",
         "_tracked_until",
+        "_waiting_until",
         "_units",
         "limits",
         "name",
@@ -296,6 +297,7 @@ class Limiter:
         # be settled, until `_tracked_until`; None otherwise. `_decisions` numbers the decisions.
         self._chains: list[Chains] | None = None
         self._tracked_until = -math.inf
+        self._waiting_until = -math.inf  # when the last call told to wait goes
         self._decisions = 0
         # Provider limits adopted by `clamp`: when each was last reported, and until when it holds.
         self._learned_at = [-math.inf] * len(self.limits)
@@ -860,7 +862,7 @@ class Limiter:
         if self._chains is not None:
             self._decisions += 1
             self._chains[index].floor(self._decisions, floor)
-        if tat - self._taus[index] <= now:  # no call waits on this limit
+        if tat - self._taus[index] <= now or self._waiting_until <= now:  # no call waits on it
             return 0.0
         debts = list(self._debts)
         debts[index] += floor - tat
@@ -868,17 +870,17 @@ class Limiter:
         return floor - tat
 
     def _hold_waiting_locked(self, tats: Sequence[float], seconds: float, now: float) -> None:
-        """The calls waiting on the schedules `tats` (as they were before a debt, a provider's
-        floor or a pause) go `seconds` later (see `debt_since`): each schedule that was ahead
-        of now moves on by as much, to count them when they go. Otherwise calls made later,
-        going by a limit that still counts them earlier, would go alongside them: more at once
-        than a provider's bucket holds, which counts calls as they come."""
-        if seconds > 0.0 and any(
-            tat - tau > now for tat, tau in zip(tats, self._taus, strict=True)
-        ):
+        """The calls waiting (if any: a limit in debt makes a call wait, but none may be) go
+        `seconds` later (see `debt_since`): each schedule that was ahead of now, as `tats` were
+        before a debt, a provider's floor or a pause, moves on by as much, to count them when
+        they go. Otherwise calls made later, going by a limit that still counts them earlier,
+        would go alongside them: more at once than a provider's bucket holds, which counts
+        calls as they come."""
+        if seconds > 0.0 and self._waiting_until > now:
             for index, tat in enumerate(tats):
                 if tat > now:
                     self._raise_locked(index, tat + seconds, now)
+            self._waiting_until += seconds
 
     def _tokens(self) -> list[float]:
         with self._lock:
@@ -924,6 +926,8 @@ class Limiter:
         if wait > max_wait:
             return now, wait, -1
         if reserving:  # kept while it may be settled, and while its call waits
+            if ready > self._waiting_until:
+                self._waiting_until = ready
             until = now + (wait if wait > SETTLE_WITHIN else SETTLE_WITHIN)
             if until > self._tracked_until:
                 self._tracked_until = until

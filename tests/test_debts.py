@@ -201,3 +201,15 @@ def test_calls_held_back_on_one_limit_take_their_place_on_the_others_later_too(h
         else:
             provider.level -= 1
     assert refused == 0, times
+
+
+def test_a_pause_with_no_call_waiting_moves_no_schedule() -> None:
+    """A limit in debt makes a call made now wait, but none is waiting: a pause has nobody to
+    hold back, and its bucket (as a Redis limiter's) stays where the debt left it."""
+    clock = FakeClock()
+    limiter = Limiter([Limit(5, 100)], clock=clock)
+    reservation = limiter.reserve(1)  # goes now
+    limiter.settle(reservation, 6)  # 5 more: the bucket is 1 below empty
+    before = limiter.levels()
+    limiter.pause(50.0)
+    assert limiter.levels() == before

@@ -449,6 +449,15 @@ def _drive_alike(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(actions=_actions(["try", "reserve", "settle", "cancel", "pause"], waits=(0.0,)))
+@example(  # a pause while a debt, not a call, made a call wait: nobody to hold back
+    actions=[
+        ("try", {"requests": 2, "tokens": 0}),
+        ("try", {"requests": 2, "tokens": 0}),
+        ("reserve", {"requests": 0, "tokens": 0}, 0.0),
+        ("settle", 0, {"requests": 2, "tokens": 0}),
+        ("pause", 50000.0),
+    ]
+)
 def test_decisions_match_the_in_memory_limiter(
     redis_server: RedisServer, actions: list[tuple[Any, ...]]
 ) -> None:
@@ -462,6 +471,18 @@ def test_decisions_match_the_in_memory_limiter(
 @given(
     actions=_actions(["try", "reserve", "refund", "pause"], waits=(0.0, 2.5e5, math.inf)),
     settlements=st.lists(st.tuples(st.integers(0, 5), st.none() | COSTS), max_size=8),
+)
+@example(  # a pause while a call waits holds every schedule ahead, on Redis as in memory
+    actions=[
+        ("pause", 50000.0),
+        ("reserve", {"requests": 0, "tokens": 0}, 250000.0),
+        ("pause", 50000.0),
+    ],
+    settlements=[],
+)
+@example(  # and so does a debt
+    actions=[("pause", 50000.0), ("reserve", {"requests": 0, "tokens": 0}, 250000.0)],
+    settlements=[(0, {"requests": 0, "tokens": 100})],
 )
 def test_late_settlements_never_give_back_more_than_in_memory(
     redis_server: RedisServer,
@@ -1033,7 +1054,8 @@ def test_async_decisions(redis_url: str) -> None:
         await limiter.apause(20)
         assert limiter.paused_for == approx(20, abs=0.5)
         granted = await limiter.aacquire(1)
-        assert granted.delay == approx(20, abs=0.5)
+        # after the three calls waiting (until 5, 10 and 10 s), each held back by the pause
+        assert granted.delay == approx(35, abs=0.5)
         assert clock.sleeps == [granted.delay]
         await limiter._script.aclient.aclose()  # type: ignore[union-attr]
 

@@ -97,6 +97,9 @@ SCRIPT = Template(
 --           chains: see `Reservation`).
 --   pause   (param: seconds) holds the key until now + seconds, unless it is held longer.
 --   floor   raises each tat to now + its amount (seconds; -inf leaves it), unless it is later.
+--   A debt (the most of a shift's), a pause's length and a floor's raise of a tat on which a
+--   call waits hold the calls waiting back as long: each tat ahead of now moves on by as much,
+--   and so does each start ahead (see `Limiter._hold_waiting_locked`).
 --   read    returns {now, pause, tat...} as strings, "-inf" where there is none.
 -- Limiters of other limits on the same key (another configuration) share the limits of the
 -- same id; those of the others are kept until full and started. A value of another size counts
@@ -138,6 +141,37 @@ else
   end
 end
 
+-- this limiter's tats, as they are now
+local function tats()
+  local values = {}
+  for i = 1, count do values[i] = state[4 * i - 1] end
+  return values
+end
+-- whether a call charged here still waits (its start is ahead)
+local function waiting()
+  for i = 1, count do
+    if state[4 * i] > now then return true end
+  end
+  return false
+end
+-- raises limit i's tat to `tat`: a reservation made at this very microsecond, before or after,
+-- gets nothing back
+local function raise(i, tat)
+  state[4 * i - 1], state[4 * i + 2] = tat, now + 1e-6
+end
+-- the calls waiting go `seconds` later (the limiter's `_hold_waiting_locked`): each tat that was
+-- ahead of now (`before`) moves on by as much, and so do the starts still ahead; true if any did
+local function hold(before, seconds)
+  if seconds <= 0 or not waiting() then return false end
+  for i = 1, count do
+    if before[i] > now and before[i] + seconds > state[4 * i - 1] then
+      raise(i, before[i] + seconds)
+    end
+    if state[4 * i] > now then state[4 * i] = state[4 * i] + seconds end
+  end
+  return true
+end
+
 local reply, changed = 0, false
 if op == 'reserve' then
   -- the call goes once every limit and the pause let it, and is charged to each from then
@@ -165,11 +199,13 @@ if op == 'reserve' then
 elseif op == 'shift' then
   local given = ARGV[4]
   local reserved_at = given and struct.unpack('<d', given)
+  local before, debt = tats(), 0
   for i = 1, count do
     local change, tat = struct.unpack('<d', numbers, 8 * i + 1), state[4 * i - 1]
     if change > 0 then
       state[4 * i - 1] = math.max(tat, now) + change
       state[4 * i] = math.max(state[4 * i], now)
+      debt = math.max(debt, change)
       changed = true
     elseif change < 0 and tat > now then
       if not given then
@@ -182,22 +218,29 @@ elseif op == 'shift' then
       end
       if change < 0 then
         state[4 * i - 1] = tat + change
+        before[i] = tat + change
         changed = true
       end
     end
   end
+  hold(before, debt)
 elseif op == 'pause' then
   changed = now + param > state[2]
   if changed then state[2] = now + param end
+  changed = hold(tats(), param) or changed
 elseif op == 'floor' then
+  local before, held = tats(), 0
   for i = 1, count do
     local tat = now + struct.unpack('<d', numbers, 8 * i + 1)
     if tat > state[4 * i - 1] then
-      -- a reservation made at this very microsecond, before or after, gets nothing back
-      state[4 * i - 1], state[4 * i + 2] = tat, now + 1e-6
+      if waiting() and before[i] - struct.unpack('<d', numbers, 8 * (count + i) + 1) > now then
+        held = math.max(held, tat - before[i])
+      end
+      raise(i, tat)
       changed = true
     end
   end
+  hold(before, held)
 else
   local values = {string.format('%.17g', now), string.format('%.17g', state[2])}
   for i = 1, count do values[i + 2] = string.format('%.17g', state[4 * i - 1]) end
@@ -430,7 +473,8 @@ class RedisLimiter(Limiter):
         floors = [-math.inf] * len(wire.limits)
         if index < len(floors):  # else the limit lapsed meanwhile
             floors[index] = seconds
-            self._send(self._args(b"floor", 0.0, floors, wire=wire))
+            taus = self._taus if wire.limits is self.limits else ()  # whether a call waits on it
+            self._send(self._args(b"floor", 0.0, floors, taus=taus, wire=wire))
 
     def _send(self, call: ScriptCall, then: Callable[[Any], None] | None = None) -> None:
         """Run `call` now, or as a task on `aclient` inside a running event loop; `then` gets
@@ -546,7 +590,7 @@ class RedisLimiter(Limiter):
     ) -> ScriptCall:
         """The script call of `op` on the limits of `wire` (those in force by default; see
         `SCRIPT`); only the numbers (and the `slots` of a reservation's settlement) are encoded
-        anew. `taus` only matter to a reservation."""
+        anew. `taus` only matter to a reservation and a floor."""
         wire = wire or self._wire
         numbers = wire.numbers.pack(param, *amounts, *(taus or wire.zeros))
         if member:
