@@ -9,8 +9,8 @@ while the call waits for another, what the call takes when it goes. Reserving a 
 instead of refusing is what makes waiters FIFO without a queue; tokens now are
 `capacity - (max(tat, now) - now)/T`. A refund moves `tat` back, but never further than the
 calls that went since allow (see `Reservation`). A debt (a call that cost more than it was
-charged) moves `tat` on from now, and the calls already waiting by as much, on every limit (see
-`debt_since`).
+charged) moves `tat` on from now, and the calls already waiting as far as it delays the one it
+delays most, on every limit (see `debt_since`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import math
 import operator
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
@@ -170,7 +171,8 @@ class Reservation:
     after n of V_j: it gives back min(e, tat - M_n).
     With no later decision that is all of e; once a later call queued or went past its slot, only
     what is left. A debt (real cost above the charge) is a new decision charged at settle time;
-    it also holds back each call still waiting then by as much (see `Limiter.debt_since`).
+    it also holds back the calls still waiting then, as far as it delays them (see
+    `Limiter.debt_since`).
     `cancel` is a settle at 0. A provider's floor (`Limiter.clamp`) is a chain of its own.
     A change of rate (`Limiter.scale_rates`, a provider's limit adopted or lapsed) stretches what
     each chain has ahead of now by new interval / old one, but never the seconds before a call
@@ -183,7 +185,7 @@ class Reservation:
     """
 
     __slots__ = (
-        "_debts",
+        "_held",
         "_increments",
         "_limiter",
         "_limits",
@@ -202,7 +204,7 @@ class Reservation:
         increments: tuple[float, ...],
         units: tuple[float, ...] | None = None,
         position: int = -1,
-        debts: tuple[float, ...] | None = None,
+        held: float | None = None,
         limits: tuple[Limit, ...] | None = None,
     ) -> None:
         self.ready_at = ready_at
@@ -217,9 +219,9 @@ class Reservation:
         self._increments: tuple[float, ...] | None = increments
         self._units = units  # the same in each limit's units; None: as many as the seconds are now
         self._position = position  # the decision that charged it; -1: unknown, nothing comes back
-        # The limiter's debts so far when it was made, or last asked about (see `debt_since`);
-        # None: no debt holds it back.
-        self._debts = debts
+        # How long the limiter had held its waiting calls back in all when it was made, or last
+        # asked about (see `debt_since`); None: nothing holds it back.
+        self._held = held
         self.bound_by: Limit | None = None
         """The limit whose schedule set its go time when it waits; None when it goes at once,
         when a pause holds it, or when the limiter cannot tell (one on Redis)."""
@@ -227,6 +229,17 @@ class Reservation:
     def __repr__(self) -> str:
         state = "done" if self._increments is None else "open"
         return f"Reservation(ready_at={self.ready_at!r}, delay={self.delay!r}, {state})"
+
+
+class _Waiter:
+    """A call told to wait: when it goes, and its slack on each limit: how much later it goes
+    than that limit alone would let it (another limit or a pause holds it longer)."""
+
+    __slots__ = ("go", "slacks")
+
+    def __init__(self, go: float, slacks: list[float]) -> None:
+        self.go = go
+        self.slacks = slacks
 
 
 class Limiter:
@@ -237,7 +250,8 @@ class Limiter:
     A limit in debt (a settle above the estimate) holds back every request until it is repaid,
     even one that charges it nothing, and even one already waiting when the debt is charged:
     a provider charges an answer once it is complete, to everyone who has not gone yet, so a
-    waiter goes that much later than it was told (`debt_since` says how much). Only the drivers
+    waiter the debt delays goes later than it was told (`debt_since` says how much); one that
+    another limit holds back longer than the debt does goes when it was told. Only the drivers
     `acquire` and `aacquire` wait. With no limits at all, a limiter only pauses: a key without
     rate limits still honours a Retry-After, and may learn its provider's limits (see `clamp`).
     """
@@ -247,8 +261,8 @@ class Limiter:
         "_chains",
         "_clock",
         "_configured",
-        "_debts",
         "_decisions",
+        "_held",
         "_periods",
         "_rate_factor",
         "_shares",
@@ -266,8 +280,8 @@ class Limiter:
         "_tats",
         "_taus",
         "_tracked_until",
-        "_waiting_until",
         "_units",
+        "_waiters",
         "limits",
         "name",
     )
@@ -291,13 +305,14 @@ class Limiter:
         self._units = tuple(limit.unit for limit in self.limits)
         self._tats = [-math.inf] * len(self.limits)  # at or before now: the bucket starts full
         self._paused_until = -math.inf
-        # Seconds of debt charged to each limit so far, at the rates of the time.
-        self._debts = (0.0,) * len(self.limits)
+        # The calls told to wait, in the order they go (cancelled ones too, which can only hold
+        # the others back longer), and how long such calls have been held back in all.
+        self._waiters: deque[_Waiter] = deque()
+        self._held = 0.0
         # The chains of each schedule (see `Reservation`), kept while a reservation may still
         # be settled, until `_tracked_until`; None otherwise. `_decisions` numbers the decisions.
         self._chains: list[Chains] | None = None
         self._tracked_until = -math.inf
-        self._waiting_until = -math.inf  # when the last call told to wait goes
         self._decisions = 0
         # Provider limits adopted by `clamp`: when each was last reported, and until when it holds.
         self._learned_at = [-math.inf] * len(self.limits)
@@ -354,7 +369,7 @@ class Limiter:
                 if self.limits is not limits:
                     continue
                 increments = tuple(map(operator.mul, units, self._intervals))
-                debts = self._debts  # the debts its go time accounts for
+                held = self._held  # the holds its go time accounts for
                 before = self._tats  # `_take_locked` puts a new list in place: this one stays
                 now, wait, position = self._take_locked(increments, max_wait, reserving=True)
                 bound = self._go_time(before, increments, now)[1] if 0.0 < wait <= max_wait else -1
@@ -362,7 +377,7 @@ class Limiter:
         if wait > max_wait:
             raise self._refusal(wait)
         reservation = Reservation(
-            self, now + wait, wait, increments, units, position, debts, limits
+            self, now + wait, wait, increments, units, position, held, limits
         )
         if bound >= 0:
             reservation.bound_by = limits[bound]
@@ -401,27 +416,28 @@ class Limiter:
         self._finish(reservation, actual)
 
     def debt_since(self, reservation: Reservation) -> float:
-        """Seconds of debt charged since `reservation` was made, or since it was last asked
-        about (the most of any limit): how much later than its `ready_at` its call goes, if it
-        had not gone yet when the debt was charged.
+        """Seconds the calls waiting were held back since `reservation` was made, or since it
+        was last asked about: how much later than its `ready_at` its call goes, if it had not
+        gone yet then.
 
         A debt is charged from now: the calls waiting then were told their go times before it
         existed, and going at them, they would find the provider's bucket short by the debt (a
         provider charges an answer when it ends, to everyone who has not gone yet). A provider
         that reports less than the schedule counts (`clamp`), or says wait (`pause`), tells of
-        such a debt too. Each debt is counted once per reservation, so a driver that asks again
-        after waiting it out goes on, even when its clock does not move.
+        such a debt too. A debt or a report holds the calls back by as much as it delays the
+        one it delays most, that is by less than itself when every call waits longer than the
+        limit concerned needs (another limit or a pause holds them); a pause by its length.
+        Each hold is counted once per reservation, so a driver that asks again after waiting
+        it out goes on, even when its clock does not move.
         """
         if reservation._limiter is not self:
             raise ValueError(f"{reservation!r} was not made by {self!r}")
         with self._lock:
-            marks, debts = reservation._debts, self._debts
-            if marks is None or marks is debts:
+            mark, held = reservation._held, self._held
+            if mark is None or mark == held:
                 return 0.0
-            if reservation._limits is not self.limits:  # a limit learned or lapsed since
-                debts = tuple(_carried(self._debts, self.limits, reservation._limits, marks))
-            reservation._debts = debts
-        return max((debt - mark for debt, mark in zip(debts, marks, strict=True)), default=0.0)
+            reservation._held = held
+        return held - mark
 
     def wait_time(self, cost: Cost = 1) -> float:
         """Seconds until `cost` could be taken on every limit (0.0 if now); reserves nothing.
@@ -448,7 +464,7 @@ class Limiter:
             now = self._monotonic()
             if now + seconds > self._paused_until:
                 self._paused_until = now + seconds
-            self._hold_waiting_locked(self._tats[:], seconds, now)
+            self._hold_waiting_locked(self._tats[:], (), now, seconds)
 
     def clamp(
         self,
@@ -660,7 +676,12 @@ class Limiter:
         self._open_fast_path_locked()
         if any(tat > -math.inf for tat in self._tats):
             now = self._monotonic()
-            ratios = map(operator.truediv, self._intervals, old)
+            ratios = list(map(operator.truediv, self._intervals, old))
+            for waiter in self._waiters:  # a falling rate lets a call go later on the limit
+                waiter.slacks = [
+                    _slack_after(waiter.go, slack, now, ratio)
+                    for slack, ratio in zip(waiter.slacks, ratios, strict=True)
+                ]
             if self._chains is not None:  # a call still waiting keeps its time (see `Chains`)
                 self._tats = [
                     chains.scale(now, ratio)
@@ -783,7 +804,8 @@ class Limiter:
         self._periods = tuple(limit.per_seconds / limit.amount for limit in limits)
         self._units = tuple(limit.unit for limit in limits)
         self._tats = carried(self._tats, -math.inf)
-        self._debts = tuple(carried(self._debts, 0.0))
+        for waiter in self._waiters:  # none waits on a limit new to it
+            waiter.slacks = carried(waiter.slacks, math.inf)
         self._learned_at = carried(self._learned_at, -math.inf)
         self._learned_until = carried(self._learned_until, math.inf)
         self._lapse_at = min(self._learned_until, default=math.inf)
@@ -845,16 +867,18 @@ class Limiter:
 
     def _raise_tat(self, index: int, seconds: float) -> None:
         """Let limit `index` grant nothing beyond its schedule reaching `seconds` from now; no
-        refund of an earlier reservation brings it back. The calls waiting then are held back by
-        as much as it moves the schedule (see `debt_since`): the provider is that much short."""
+        refund of an earlier reservation brings it back. The calls waiting then are held back as
+        far as that delays them (see `debt_since`): the provider is that much short."""
         with self._lock:
             now = self._monotonic()
             tats = self._tats[:]
-            self._hold_waiting_locked(tats, self._raise_locked(index, now + seconds, now), now)
+            moved = [0.0] * len(tats)
+            moved[index] = self._raise_locked(index, now + seconds, now)
+            self._hold_waiting_locked(tats, moved, now)
 
     def _raise_locked(self, index: int, floor: float, now: float) -> float:
-        """`_raise_tat` to `floor`, a time, under the lock: how much later the calls waiting on
-        the limit go (0.0 if none does)."""
+        """`_raise_tat` to `floor`, a time, under the lock: how much later than before the limit
+        lets any call go (0.0 if it does not move)."""
         tat = self._tats[index]
         if floor <= tat:
             return 0.0
@@ -862,25 +886,46 @@ class Limiter:
         if self._chains is not None:
             self._decisions += 1
             self._chains[index].floor(self._decisions, floor)
-        if tat - self._taus[index] <= now or self._waiting_until <= now:  # no call waits on it
-            return 0.0
-        debts = list(self._debts)
-        debts[index] += floor - tat
-        self._debts = tuple(debts)
-        return floor - tat
+        return floor - (tat if tat > now else now)
 
-    def _hold_waiting_locked(self, tats: Sequence[float], seconds: float, now: float) -> None:
-        """The calls waiting (if any: a limit in debt makes a call wait, but none may be) go
-        `seconds` later (see `debt_since`): each schedule that was ahead of now, as `tats` were
-        before a debt, a provider's floor or a pause, moves on by as much, to count them when
-        they go. Otherwise calls made later, going by a limit that still counts them earlier,
-        would go alongside them: more at once than a provider's bucket holds, which counts
-        calls as they come."""
-        if seconds > 0.0 and self._waiting_until > now:
+    def _hold_waiting_locked(
+        self, tats: Sequence[float], moved: Sequence[float], now: float, by: float = 0.0
+    ) -> None:
+        """Hold the calls waiting back after a debt or a provider's floor moved each limit's
+        schedule by `moved` seconds (each call may go that much later on it), or a pause `by`
+        its length, `tats` being the schedules before.
+
+        A call goes once every limit and the pause let it: a limit moved by m delays a call
+        whose slack on it is s (how much later it goes than that limit alone would let it) by
+        m - s, if that is positive. Every call waiting goes as much later as the one delayed
+        most, so that none goes earlier than before relative to the one ahead of it: each kept
+        its place on every limit behind it. And each schedule that was ahead of now moves on by
+        as much, to count them when they go: otherwise calls made later, going by a limit that
+        still counts them earlier, would go alongside them, more at once than a provider's
+        bucket holds. A limit that moved with no call waiting on it delays nobody: a debt while
+        other limits, or a pause, hold every call longer than it needs, holds none back.
+        """
+        waiters = self._waiters
+        while waiters and waiters[0].go <= now:
+            waiters.popleft()
+        if not waiters:
+            return
+        held = by
+        for index, seconds in enumerate(moved):
+            if seconds > 0.0:
+                delayed = seconds - min(waiter.slacks[index] for waiter in waiters)
+                held = delayed if delayed > held else held
+        for waiter in waiters:
+            waiter.go += held
+            slacks = waiter.slacks
+            for index, seconds in enumerate(moved):
+                if seconds > 0.0:
+                    slacks[index] += held - seconds
+        if held > 0.0:
             for index, tat in enumerate(tats):
                 if tat > now:
-                    self._raise_locked(index, tat + seconds, now)
-            self._waiting_until += seconds
+                    self._raise_locked(index, tat + held, now)
+            self._held += held
 
     def _tokens(self) -> list[float]:
         with self._lock:
@@ -926,8 +971,8 @@ class Limiter:
         if wait > max_wait:
             return now, wait, -1
         if reserving:  # kept while it may be settled, and while its call waits
-            if ready > self._waiting_until:
-                self._waiting_until = ready
+            if wait > 0.0:
+                self._wait_locked(increments, ready, now)
             until = now + (wait if wait > SETTLE_WITHIN else SETTLE_WITHIN)
             if until > self._tracked_until:
                 self._tracked_until = until
@@ -941,6 +986,18 @@ class Limiter:
                 tats[index] = limit_chains.charge(position, now, increments[index], ready)
         self._tats = tats
         return now, wait, position
+
+    def _wait_locked(self, increments: tuple[float, ...], ready: float, now: float) -> None:
+        """A call taking `increments` from the schedules in force is told to wait until `ready`:
+        join the waiters (see `_hold_waiting_locked`), the ones gone leaving."""
+        waiters, tats, taus = self._waiters, self._tats, self._taus
+        while waiters and waiters[0].go <= now:
+            waiters.popleft()
+        slacks = [
+            ready - (tats[index] if tats[index] > now else now) - increment + taus[index]
+            for index, increment in enumerate(increments)
+        ]
+        waiters.append(_Waiter(ready, slacks))
 
     def _plan(self, increments: tuple[float, ...], now: float) -> tuple[list[float], float]:
         """The limits' next `tat`s if `increments` were taken now, each charged from when the
@@ -1011,8 +1068,7 @@ class Limiter:
         if any(debts):
             tats = self._tats[:]
             self._shift_locked(debts)
-            self._debts = tuple(map(operator.add, self._debts, debts))
-            self._hold_waiting_locked(tats, max(debts), self._monotonic())
+            self._hold_waiting_locked(tats, debts, self._monotonic())
 
     def _shift_locked(self, changes: Iterable[float]) -> None:
         """Move each limit's schedule by a change in seconds: on from now to charge a debt (a
@@ -1035,6 +1091,16 @@ class Limiter:
         return RateLimited(
             f"no rate permit within the allowed wait ({limits})", retry_after=wait, key=self.name
         )
+
+
+def _slack_after(go: float, slack: float, now: float, ratio: float) -> float:
+    """The slack on a limit of a call that goes at `go` once what lies ahead of now on the
+    limit's schedule is stretched by `ratio` (see `Chains.scale`): a falling rate (ratio > 1)
+    moves its start there later, the call keeping its go time; a rising one is not counted."""
+    start = go - slack
+    if ratio <= 1.0 or start <= now:
+        return slack
+    return max(0.0, go - now - (start - now) * ratio)
 
 
 def _carried(

@@ -59,17 +59,17 @@ def test_a_reservation_of_another_limiter_is_refused() -> None:
 
 
 class DebtOnFirstSleep(FakeClock):
-    """A clock whose first sleep ends with `settle()` having charged a debt, as a stream that
-    ends while a call waits does."""
+    """A clock whose first sleep begins with `settle()` charging a debt, as a stream that ends
+    while a call waits does."""
 
     def __init__(self) -> None:
         super().__init__()
         self.settle = lambda: None
 
     def sleep(self, seconds: float) -> None:
-        super().sleep(seconds)
-        if len(self.sleeps) == 1:
+        if not self.sleeps:
             self.settle()
+        super().sleep(seconds)
 
 
 def waiting_on_a_debt(**options: object) -> tuple[DebtOnFirstSleep, Shield]:
@@ -173,6 +173,23 @@ def go_times(limiter: Limiter, reservations: list[Reservation]) -> list[float]:
     return [r.ready_at + limiter.debt_since(r) for r in reservations]
 
 
+def refused_by(limits: list[tuple[float, float]], charges: list[tuple[float, list[float]]]) -> int:
+    """How many of `charges` (when each call goes, what it charges each bucket) a provider
+    with full buckets of (capacity, per_seconds) at 0 would refuse, charging each as it goes."""
+    buckets = [Bucket(capacity, per_seconds, 0.0) for capacity, per_seconds in limits]
+    refused = 0
+    for when, amounts in sorted(charges):
+        for bucket in buckets:
+            bucket.refill(when)
+        charged = list(zip(buckets, amounts, strict=True))
+        if any(bucket.wait_for(amount) > 1e-9 for bucket, amount in charged):
+            refused += 1
+        else:
+            for bucket, amount in charged:
+                bucket.level -= amount
+    return refused
+
+
 @pytest.mark.parametrize("hold", ["debt", "pause", "report"])
 def test_calls_held_back_on_one_limit_take_their_place_on_the_others_later_too(hold: str) -> None:
     """A call held back by a debt, a pause or a provider's report goes later on every limit:
@@ -191,16 +208,8 @@ def test_calls_held_back_on_one_limit_take_their_place_on_the_others_later_too(h
     later = [limiter.reserve({"requests": 1, "tokens": 0}) for _ in range(3)]
     times = sorted(go_times(limiter, [waiter, *later]))
     assert times[0] >= 1.5 - 1e-9  # the waiter, held back by 1 s
-    provider = Bucket(2, 1, 0.0)  # the provider's requests, which saw `first` at 0
-    provider.level -= 1
-    refused = 0
-    for when in times:
-        provider.refill(when)
-        if provider.wait_for(1) > 1e-9:
-            refused += 1
-        else:
-            provider.level -= 1
-    assert refused == 0, times
+    calls = [(0.0, [1.0]), *((when, [1.0]) for when in times)]  # `first` went at 0
+    assert refused_by([(2, 1)], calls) == 0, times  # the provider's requests
 
 
 def test_a_pause_with_no_call_waiting_moves_no_schedule() -> None:
@@ -213,3 +222,66 @@ def test_a_pause_with_no_call_waiting_moves_no_schedule() -> None:
     before = limiter.levels()
     limiter.pause(50.0)
     assert limiter.levels() == before
+
+
+def test_a_debt_holds_back_no_call_that_another_limit_holds_longer() -> None:
+    """Calls queued behind the requests limit, with room to spare on tokens: an answer that
+    ends in token debt leaves them, and the calls made after them, where they were. Held back
+    by it, they would also move the requests schedule on, which the next debt would move on
+    again: a schedule of requests running away from a provider whose requests bucket is full."""
+    clock = FakeClock()
+    limiter = Limiter([Limit(2, 1), Limit(100, 1, "tokens")], clock=clock)
+    first = limiter.reserve({"requests": 1, "tokens": 10})  # goes now
+    second = limiter.reserve({"requests": 1, "tokens": 10})  # now: the requests all used
+    waiters = [limiter.reserve({"requests": 1, "tokens": 10}) for _ in range(2)]
+    assert [waiter.ready_at for waiter in waiters] == [pytest.approx(0.5), pytest.approx(1.0)]
+    limiter.settle(first, {"requests": 1, "tokens": 40})  # 0.3 s of token debt, room for it
+    assert go_times(limiter, waiters) == [pytest.approx(0.5), pytest.approx(1.0)]
+    later = limiter.reserve({"requests": 1, "tokens": 10})
+    assert later.ready_at == pytest.approx(1.5)
+    calls = [(0.0, [1, 40]), (0.0, [1, 10]), (0.5, [1, 10]), (1.0, [1, 10]), (1.5, [1, 10])]
+    assert refused_by([(2, 1), (100, 1)], calls) == 0
+    assert second.delay == 0.0
+
+
+def test_a_debt_holds_the_calls_back_by_what_it_delays_the_most_delayed_one() -> None:
+    """A waiter with 0.1 s to spare on tokens goes 0.2 s later for 0.3 s of token debt: when
+    the provider's bucket, charged the debt, holds its tokens again, and no later."""
+    clock = FakeClock()
+    limiter = Limiter([Limit(2, 1), Limit(100, 1, "tokens")], clock=clock)
+    first = limiter.reserve({"requests": 1, "tokens": 10})
+    limiter.reserve({"requests": 1, "tokens": 80})  # the tokens: 10 left
+    waiter = limiter.reserve({"requests": 1, "tokens": 50})  # tokens at 0.4 s, requests at 0.5 s
+    assert waiter.ready_at == pytest.approx(0.5)
+    limiter.settle(first, {"requests": 1, "tokens": 40})
+    assert limiter.debt_since(waiter) == pytest.approx(0.2)
+    provider = Bucket(100, 1, 0.0)
+    provider.level -= 40 + 80
+    assert provider.wait_for(50) == pytest.approx(0.7)
+
+
+def test_a_rate_cut_leaves_a_call_less_to_spare_on_the_limit_it_slows() -> None:
+    """Its start on the tokens limit, 0.3 s from now, stretches to 0.6 s at half the rate, while
+    it still goes at 1 s (for its requests): 0.4 s to spare there, not 0.7 s, when a debt of 1 s
+    comes."""
+    clock = FakeClock()
+    limiter = Limiter([Limit(2, 1), Limit(100, 1, "tokens")], clock=clock)
+    first = limiter.reserve({"requests": 2, "tokens": 100})  # both buckets used up
+    waiter = limiter.reserve({"requests": 2, "tokens": 30})
+    assert waiter.ready_at == pytest.approx(1.0)
+    limiter.scale_rates(0.5)
+    limiter.settle(first, {"requests": 2, "tokens": 150})  # 50 tokens: 1 s at the cut rate
+    assert limiter.debt_since(waiter) == pytest.approx(0.6)
+
+
+def test_a_limit_learned_while_calls_wait_holds_back_none_it_was_not_charged() -> None:
+    """The waiter was charged no tokens: a provider's report on the tokens limit learned since
+    is no debt of its."""
+    clock = FakeClock()
+    limiter = Limiter([Limit(2, 1)], clock=clock)
+    limiter.reserve(2)
+    waiter = limiter.reserve(1)
+    assert waiter.ready_at == pytest.approx(0.5)
+    limiter.clamp("tokens", 100_000, 100_000, per_seconds=60, learn=True)
+    limiter.clamp("tokens", 0, 100_000, reset=30.0, per_seconds=60)
+    assert limiter.debt_since(waiter) == 0.0
