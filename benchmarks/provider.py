@@ -27,10 +27,10 @@ headers of every answer (20 requests a second is "limit 1200"). Four loads:
   and costs its 54-token prompt plus its answer, 309 on average: about 10 calls/s, and the
   token limit binds. The provider admits such a call on its prompt, then charges its answer
   when its last token is written, as OpenAI and Anthropic settle an answer once it is complete
-  (which may leave its bucket in debt). The shield reserves 512 output tokens for a call that
-  sets no limit (57 + 512 = 569 estimated) and settles it from its stream's usage when the
-  stream ends, seconds later: its estimates overshoot by about 80 %, and the excess must come
-  back in time to keep the provider busy.
+  (which may leave its bucket in debt). The shield reserves a call that sets no limit as the
+  provider admits it, on its prompt (57 estimated), and charges its answer as a debt when its
+  stream ends and reports its usage, seconds later: debts that the provider charges a moment
+  before the shield hears of them, and that hold back the calls waiting then.
 - zero-config: the requests load, with ours as a user who configures nothing has it:
   `rls.shield_client(client)` on a registry never configured, so the built-in policy (3
   attempts, the default retry budget) and no limit but what the provider's headers teach it.

@@ -91,7 +91,8 @@ class Shield:
     """Calls a function through a limiter, a breaker, a bulkhead and a retry policy.
 
     Every part is optional. `cost` computes a call's rate cost from its arguments (default 1;
-    one with a `learn(actual)` method is told each real cost the call is settled at);
+    one with a `learn(actual)` method is told each real cost the call is settled at, and one
+    with an `unsettled()` method each success that reported no cost);
     `usage` reads the real cost from a result so the limiter can refund or charge the difference
     (from every item of a stream, a later amount for a unit replacing an earlier one). `guide`
     is told each attempt's outcome and its result or error, to learn from the server's headers
@@ -119,6 +120,7 @@ class Shield:
         "_cost",
         "_usage",
         "_learn_cost",
+        "_unsettled_cost",
         "_guide",
         "_clock",
         "_timed",
@@ -176,8 +178,10 @@ class Shield:
         self._max_wait = float(max_wait)
         self._cost = cost
         self._usage = usage
-        # A cost function that learns (a key's `LearnedEstimate`) is told each real cost.
+        # A cost function that learns (a key's `LearnedEstimate`) is told each real cost, and
+        # each success that reported none.
         self._learn_cost: Callable[[Cost], None] | None = getattr(cost, "learn", None)
+        self._unsettled_cost: Callable[[], None] | None = getattr(cost, "unsettled", None)
         self._guide = guide
         self._plain_results: Container[type] = getattr(self._classifier, "plain_results", ())
         self._clock = clock if clock is not None else SYSTEM_CLOCK
@@ -798,7 +802,10 @@ class Shield:
         charged: tell once per key whose calls reserve tokens (see `unsettled`)."""
         if actual is not None:
             self._settle(reservation, actual)
-        elif self._token_limited and self._limiter is not None:
+            return
+        if self._unsettled_cost is not None:
+            self._unsettled_cost()
+        if self._token_limited and self._limiter is not None:
             binding = unsettled(self.name, self._limiter.limits, cost)
             if binding is not None:
                 self._emit(UNSETTLED, attempt, None, _SUCCESS, None, reason=binding)

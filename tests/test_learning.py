@@ -21,20 +21,28 @@ MESSAGES = [{"role": "user", "content": "x" * 400}]
 # -- answer lengths --------------------------------------------------------------------------
 
 
-def test_a_key_that_has_seen_no_answer_reserves_the_default() -> None:
+def test_a_call_that_sets_no_output_limit_reserves_no_answer_as_the_provider_admits_it() -> None:
     estimate = LearnedEstimate()
-    assert estimate(messages=MESSAGES) == estimate_cost(messages=MESSAGES)
-    assert estimate(messages=MESSAGES)["output_tokens"] == DEFAULT_OUTPUT_TOKENS
+    assert estimate(messages=MESSAGES) == {**estimate_cost(messages=MESSAGES), "output_tokens": 0}
 
 
-def test_answers_of_one_length_are_reserved_at_that_length() -> None:
-    estimate = LearnedEstimate()
+def test_after_a_success_that_reported_no_usage_answers_are_reserved_again() -> None:
+    """Nothing would charge such an answer: the calls reserve the key's answers again, until
+    `window` answers have settled since."""
+    estimate = LearnedEstimate(window=3)
     for _ in range(3):
-        estimate.learn({"input_tokens": 107, "output_tokens": 40})
+        estimate.learn({"output_tokens": 40})
+    estimate.unsettled()
     assert estimate(messages=MESSAGES)["output_tokens"] == 40
-    assert estimate(messages=MESSAGES)["input_tokens"] == estimate_cost(messages=MESSAGES)[
-        "input_tokens"
-    ]
+    for reserved in (40, 40, 0):
+        estimate.learn({"output_tokens": 40})
+        assert estimate.output == reserved
+
+
+def test_an_unsettled_success_before_any_answer_reserves_the_default() -> None:
+    estimate = LearnedEstimate()
+    estimate.unsettled()
+    assert estimate.output == DEFAULT_OUTPUT_TOKENS
 
 
 def test_answers_are_weighted_by_their_length_as_calls_in_flight_are() -> None:
@@ -44,6 +52,7 @@ def test_answers_are_weighted_by_their_length_as_calls_in_flight_are() -> None:
     for _ in range(50):
         estimate.learn({"output_tokens": 100})
         estimate.learn({"output_tokens": 300})
+    estimate.unsettled()
     assert estimate.output == 250
 
 
@@ -53,6 +62,7 @@ def test_recent_answers_weigh_most() -> None:
         estimate.learn({"output_tokens": 1000})
     for _ in range(200):
         estimate.learn({"output_tokens": 10})
+    estimate.unsettled()
     assert estimate.output < 20  # a shift to shorter answers is followed (more slowly than
     # a plain mean would: past long answers weigh by their length, which errs on the safe side)
 
@@ -78,6 +88,7 @@ def test_a_call_that_sets_its_output_limit_reserves_that_limit() -> None:
 def test_what_is_no_answer_length_teaches_nothing(actual: object) -> None:
     estimate = LearnedEstimate()
     estimate.learn(actual)
+    estimate.unsettled()
     assert estimate.output == DEFAULT_OUTPUT_TOKENS
 
 
@@ -94,6 +105,8 @@ def test_a_token_limited_key_learns_from_the_usage_it_settles() -> None:
 
     for _ in range(3):
         key.shield.call(create, messages=MESSAGES)
+    assert key.cost(messages=MESSAGES)["output_tokens"] == 0  # each answer is charged as it ends
+    key.shield.call(lambda **kwargs: "no usage", messages=MESSAGES)
     assert key.cost(messages=MESSAGES)["output_tokens"] == 60
 
 
@@ -112,6 +125,7 @@ def test_a_refused_request_teaches_no_answer_length() -> None:
     shield = Shield(limiter, clock=clock, cost=estimate, usage=lambda result: result)
     shield.call(lambda **kwargs: {"output_tokens": 30}, messages=MESSAGES)
     assert seen == [{"output_tokens": 30}]
+    estimate.unsettled()
     assert estimate.output == 30
 
 

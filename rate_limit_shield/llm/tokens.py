@@ -180,28 +180,41 @@ def estimate_cost(*args: object, **kwargs: object) -> dict[str, float]:
 
 
 class LearnedEstimate:
-    """`estimate_cost` for one model key that learns how long the key's answers really are.
+    """`estimate_cost` for one model key, for the calls that set no output limit, learning from
+    the key's answers what to reserve for theirs.
 
-    A call that sets no output limit reserves, instead of `DEFAULT_OUTPUT_TOKENS`, the mean
-    output of the key's settled calls weighted by their length (mean of squares over mean, the
-    last `window` calls weighing most). Weighted, because a long answer is in flight for longer:
-    the calls a provider has charged and the shield not yet settled are mostly long ones, and a
-    plain mean would lag behind the provider's count by that difference. For answers of one
-    length it is that length. The shield calls `learn` with each call's real usage when it
-    settles.
+    Such a call reserves nothing for its answer: a provider admits it on its prompt and charges
+    the answer once it is complete (OpenAI counts the larger of `max_tokens` and the prompt's
+    estimate), and so does the shield, whose settle charges the answer as a debt that holds
+    back the calls waiting then, as the provider's bucket does. A reserve for it would run
+    ahead of the provider's count: while the provider's bucket is full, it loses the refill
+    that a schedule holding the reserve still counts, and when the answer ends the reserve
+    comes back whole: more than the provider has (and while calls queue, nothing comes back at
+    all: see `Reservation`).
+
+    Once one of the key's successes reported no usage (a plain result, a stream without it:
+    nothing would charge its answer), and until `window` answers have settled since, such a call
+    reserves the mean answer of the key's settled calls weighted by length instead (mean of
+    squares over mean, the last `window` weighing most; `DEFAULT_OUTPUT_TOKENS` before any).
+    Weighted, because a long answer is in flight for longer: the calls a provider has charged
+    and the shield not yet settled are mostly long ones. The shield calls `learn` with each
+    call's real usage when it settles, and `unsettled` for a success that reported none.
     """
 
-    __slots__ = ("_mean", "_squares", "_seen", "window")
+    __slots__ = ("_mean", "_squares", "_seen", "_unsettled", "window")
 
     def __init__(self, window: int = 20) -> None:
         self.window = window
         self._mean = float(DEFAULT_OUTPUT_TOKENS)
         self._squares = self._mean**2
         self._seen = 0
+        self._unsettled = 0  # settled answers to come before the last unsettled one is past
 
     @property
     def output(self) -> int:
         """What a call that sets no output limit reserves for its answer now."""
+        if not self._unsettled:
+            return 0
         return math.ceil(self._squares / self._mean) if self._mean > 0.0 else 0
 
     def __call__(self, *args: object, **kwargs: object) -> dict[str, float]:
@@ -216,6 +229,13 @@ class LearnedEstimate:
             self._seen = seen = min(self._seen + 1, self.window)
             self._mean += (output - self._mean) / seen
             self._squares += (output * output - self._squares) / seen
+            if self._unsettled:
+                self._unsettled -= 1
+
+    def unsettled(self) -> None:
+        """A success reported no usage: its estimate stays charged, so the calls that set no
+        output limit reserve their answers again, until `window` answers have settled since."""
+        self._unsettled = self.window
 
     def __repr__(self) -> str:
         return f"LearnedEstimate(output={self.output}, seen={self._seen})"
