@@ -99,7 +99,9 @@ SCRIPT = Template(
 --   floor   raises each tat to now + its amount (seconds; -inf leaves it), unless it is later.
 --   A debt (the most of a shift's), a pause's length and a floor's raise of a tat on which a
 --   call waits hold the calls waiting back as long: each tat ahead of now moves on by as much,
---   and so does each start ahead (see `Limiter._hold_waiting_locked`).
+--   and so does each start ahead (see `Limiter._hold_waiting_locked`, which keeps each waiting
+--   call's slack on each limit and holds them back by a debt or a floor only as far as it
+--   delays them: here, with no slack kept, by all of it, which can only grant later).
 --   read    returns {now, pause, tat...} as strings, "-inf" where there is none.
 -- Limiters of other limits on the same key (another configuration) share the limits of the
 -- same id; those of the others are kept until full and started. A value of another size counts
