@@ -9,8 +9,8 @@ while the call waits for another, what the call takes when it goes. Reserving a 
 instead of refusing is what makes waiters FIFO without a queue; tokens now are
 `capacity - (max(tat, now) - now)/T`. A refund moves `tat` back, but never further than the
 calls that went since allow (see `Reservation`). A debt (a call that cost more than it was
-charged) moves `tat` on from now, and the calls already waiting as far as it delays the one it
-delays most, on every limit (see `debt_since`).
+charged) moves `tat` on from now, and each call already waiting as far as it delays that call
+or one ahead of it, on every limit (see `debt_since`).
 """
 
 from __future__ import annotations
@@ -185,12 +185,12 @@ class Reservation:
     """
 
     __slots__ = (
-        "_held",
         "_increments",
         "_limiter",
         "_limits",
         "_position",
         "_units",
+        "_waiter",
         "bound_by",
         "delay",
         "ready_at",
@@ -204,7 +204,7 @@ class Reservation:
         increments: tuple[float, ...],
         units: tuple[float, ...] | None = None,
         position: int = -1,
-        held: float | None = None,
+        waiter: _Waiter | None = None,
         limits: tuple[Limit, ...] | None = None,
     ) -> None:
         self.ready_at = ready_at
@@ -219,9 +219,8 @@ class Reservation:
         self._increments: tuple[float, ...] | None = increments
         self._units = units  # the same in each limit's units; None: as many as the seconds are now
         self._position = position  # the decision that charged it; -1: unknown, nothing comes back
-        # How long the limiter had held its waiting calls back in all when it was made, or last
-        # asked about (see `debt_since`); None: nothing holds it back.
-        self._held = held
+        # Its place among the calls told to wait (see `debt_since`); None: it went at once.
+        self._waiter = waiter
         self.bound_by: Limit | None = None
         """The limit whose schedule set its go time when it waits; None when it goes at once,
         when a pause holds it, or when the limiter cannot tell (one on Redis)."""
@@ -232,14 +231,16 @@ class Reservation:
 
 
 class _Waiter:
-    """A call told to wait: when it goes, and its slack on each limit: how much later it goes
-    than that limit alone would let it (another limit or a pause holds it longer)."""
+    """A call told to wait: when it goes; its slack on each limit, how much later it goes than
+    that limit alone would let it (another limit or a pause holds it longer); and how long it
+    was held back in all, and told so (see `Limiter.debt_since`)."""
 
-    __slots__ = ("go", "slacks")
+    __slots__ = ("go", "held", "slacks", "told")
 
     def __init__(self, go: float, slacks: list[float]) -> None:
         self.go = go
         self.slacks = slacks
+        self.held = self.told = 0.0
 
 
 class Limiter:
@@ -262,7 +263,6 @@ class Limiter:
         "_clock",
         "_configured",
         "_decisions",
-        "_held",
         "_periods",
         "_rate_factor",
         "_shares",
@@ -306,9 +306,8 @@ class Limiter:
         self._tats = [-math.inf] * len(self.limits)  # at or before now: the bucket starts full
         self._paused_until = -math.inf
         # The calls told to wait, in the order they go (cancelled ones too, which can only hold
-        # the others back longer), and how long such calls have been held back in all.
+        # the others back longer).
         self._waiters: deque[_Waiter] = deque()
-        self._held = 0.0
         # The chains of each schedule (see `Reservation`), kept while a reservation may still
         # be settled, until `_tracked_until`; None otherwise. `_decisions` numbers the decisions.
         self._chains: list[Chains] | None = None
@@ -369,15 +368,16 @@ class Limiter:
                 if self.limits is not limits:
                     continue
                 increments = tuple(map(operator.mul, units, self._intervals))
-                held = self._held  # the holds its go time accounts for
                 before = self._tats  # `_take_locked` puts a new list in place: this one stays
                 now, wait, position = self._take_locked(increments, max_wait, reserving=True)
-                bound = self._go_time(before, increments, now)[1] if 0.0 < wait <= max_wait else -1
+                waiting = 0.0 < wait <= max_wait
+                bound = self._go_time(before, increments, now)[1] if waiting else -1
+                waiter = self._waiters[-1] if waiting else None  # the place it just took
             break
         if wait > max_wait:
             raise self._refusal(wait)
         reservation = Reservation(
-            self, now + wait, wait, increments, units, position, held, limits
+            self, now + wait, wait, increments, units, position, waiter, limits
         )
         if bound >= 0:
             reservation.bound_by = limits[bound]
@@ -424,20 +424,21 @@ class Limiter:
         existed, and going at them, they would find the provider's bucket short by the debt (a
         provider charges an answer when it ends, to everyone who has not gone yet). A provider
         that reports less than the schedule counts (`clamp`), or says wait (`pause`), tells of
-        such a debt too. A debt or a report holds the calls back by as much as it delays the
-        one it delays most, that is by less than itself when every call waits longer than the
+        such a debt too. A debt or a report holds a call back as far as it delays that call or
+        any call ahead of it, that is by less than itself when they all wait longer than the
         limit concerned needs (another limit or a pause holds them); a pause by its length.
         Each hold is counted once per reservation, so a driver that asks again after waiting
         it out goes on, even when its clock does not move.
         """
         if reservation._limiter is not self:
             raise ValueError(f"{reservation!r} was not made by {self!r}")
+        waiter = reservation._waiter
+        if waiter is None:
+            return 0.0
         with self._lock:
-            mark, held = reservation._held, self._held
-            if mark is None or mark == held:
-                return 0.0
-            reservation._held = held
-        return held - mark
+            held = waiter.held - waiter.told
+            waiter.told = waiter.held
+        return held
 
     def wait_time(self, cost: Cost = 1) -> float:
         """Seconds until `cost` could be taken on every limit (0.0 if now); reserves nothing.
@@ -897,35 +898,31 @@ class Limiter:
 
         A call goes once every limit and the pause let it: a limit moved by m delays a call
         whose slack on it is s (how much later it goes than that limit alone would let it) by
-        m - s, if that is positive. Every call waiting goes as much later as the one delayed
-        most, so that none goes earlier than before relative to the one ahead of it: each kept
-        its place on every limit behind it. And each schedule that was ahead of now moves on by
-        as much, to count them when they go: otherwise calls made later, going by a limit that
-        still counts them earlier, would go alongside them, more at once than a provider's
-        bucket holds. A limit that moved with no call waiting on it delays nobody: a debt while
-        other limits, or a pause, hold every call longer than it needs, holds none back.
+        m - s, if that is positive. Each call waiting goes as much later as the most delayed of
+        itself and the calls ahead of it, so that none goes earlier than before relative to one
+        ahead of it: each kept its place on every limit behind it. And each schedule that was
+        ahead of now moves on by as much as the last call, to count them all when they go:
+        otherwise calls made later, going by a limit that still counts them earlier, would go
+        alongside them, more at once than a provider's bucket holds. A limit that moved with
+        no call waiting on it delays nobody: a debt while other limits, or a pause, hold every
+        call longer than it needs, holds none back.
         """
-        waiters = self._waiters
-        while waiters and waiters[0].go <= now:
-            waiters.popleft()
-        if not waiters:
-            return
         held = by
-        for index, seconds in enumerate(moved):
-            if seconds > 0.0:
-                delayed = seconds - min(waiter.slacks[index] for waiter in waiters)
-                held = delayed if delayed > held else held
+        waiters = self._waiting_locked(now)
         for waiter in waiters:
-            waiter.go += held
             slacks = waiter.slacks
+            for index, seconds in enumerate(moved):
+                if seconds > 0.0 and seconds - slacks[index] > held:
+                    held = seconds - slacks[index]
+            waiter.go += held
+            waiter.held += held
             for index, seconds in enumerate(moved):
                 if seconds > 0.0:
                     slacks[index] += held - seconds
-        if held > 0.0:
+        if waiters and held > 0.0:
             for index, tat in enumerate(tats):
                 if tat > now:
                     self._raise_locked(index, tat + held, now)
-            self._held += held
 
     def _tokens(self) -> list[float]:
         with self._lock:
@@ -990,14 +987,19 @@ class Limiter:
     def _wait_locked(self, increments: tuple[float, ...], ready: float, now: float) -> None:
         """A call taking `increments` from the schedules in force is told to wait until `ready`:
         join the waiters (see `_hold_waiting_locked`), the ones gone leaving."""
-        waiters, tats, taus = self._waiters, self._tats, self._taus
-        while waiters and waiters[0].go <= now:
-            waiters.popleft()
+        tats, taus = self._tats, self._taus
         slacks = [
             ready - (tats[index] if tats[index] > now else now) - increment + taus[index]
             for index, increment in enumerate(increments)
         ]
-        waiters.append(_Waiter(ready, slacks))
+        self._waiting_locked(now).append(_Waiter(ready, slacks))
+
+    def _waiting_locked(self, now: float) -> deque[_Waiter]:
+        """The calls told to wait that have not gone by `now`, in the order they go."""
+        waiters = self._waiters
+        while waiters and waiters[0].go <= now:
+            waiters.popleft()
+        return waiters
 
     def _plan(self, increments: tuple[float, ...], now: float) -> tuple[list[float], float]:
         """The limits' next `tat`s if `increments` were taken now, each charged from when the

@@ -285,3 +285,19 @@ def test_a_limit_learned_while_calls_wait_holds_back_none_it_was_not_charged() -
     limiter.clamp("tokens", 100_000, 100_000, per_seconds=60, learn=True)
     limiter.clamp("tokens", 0, 100_000, reset=30.0, per_seconds=60)
     assert limiter.debt_since(waiter) == 0.0
+
+
+def test_a_debt_holds_back_no_call_ahead_of_the_ones_it_delays() -> None:
+    """The first waiter has 0.55 s to spare on tokens, the second none: 0.3 s of token debt
+    holds the second back, and the first goes when it was told; the second keeps its place
+    behind it either way."""
+    clock = FakeClock()
+    limiter = Limiter([Limit(2, 1), Limit(100, 1, "tokens")], clock=clock)
+    first = limiter.reserve({"requests": 2, "tokens": 0})  # the requests all used
+    ahead = limiter.reserve({"requests": 1, "tokens": 95})  # at 0.5 s, for its request
+    behind = limiter.reserve({"requests": 1, "tokens": 100})  # at 1.45 s, for its tokens
+    assert [ahead.ready_at, behind.ready_at] == [pytest.approx(0.5), pytest.approx(1.45)]
+    limiter.settle(first, {"requests": 2, "tokens": 30})
+    assert go_times(limiter, [ahead, behind]) == [pytest.approx(0.5), pytest.approx(1.75)]
+    calls = [(0.0, [2.0, 30.0]), (0.5, [1.0, 95.0]), (1.75, [1.0, 100.0])]
+    assert refused_by([(2, 1), (100, 1)], calls) == 0
