@@ -799,7 +799,8 @@ class Shield:
         self, reservation: Reservation, actual: Cost | None, cost: Cost, attempt: int
     ) -> None:
         """Settle a success at what it reports it cost; with no report, its estimate stays
-        charged: tell once per key whose calls reserve tokens (see `unsettled`)."""
+        charged: tell the cost function that learns (the next calls must reserve what nothing
+        will charge), and once per key whose calls reserve tokens (see `unsettled`)."""
         if actual is not None:
             self._settle(reservation, actual)
             return
