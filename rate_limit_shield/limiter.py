@@ -185,6 +185,7 @@ class Reservation:
     """
 
     __slots__ = (
+        "_cost",
         "_increments",
         "_limiter",
         "_limits",
@@ -206,6 +207,7 @@ class Reservation:
         position: int = -1,
         waiter: _Waiter | None = None,
         limits: tuple[Limit, ...] | None = None,
+        cost: Cost = 0,
     ) -> None:
         self.ready_at = ready_at
         """When its call may go, on the limiter's clock."""
@@ -221,6 +223,7 @@ class Reservation:
         self._position = position  # the decision that charged it; -1: unknown, nothing comes back
         # Its place among the calls told to wait (see `debt_since`); None: it went at once.
         self._waiter = waiter
+        self._cost = cost  # as it was asked for, by unit: what a settle compares unit by unit
         self.bound_by: Limit | None = None
         """The limit whose schedule set its go time when it waits; None when it goes at once,
         when a pause holds it, or when the limiter cannot tell (one on Redis)."""
@@ -377,7 +380,7 @@ class Limiter:
         if wait > max_wait:
             raise self._refusal(wait)
         reservation = Reservation(
-            self, now + wait, wait, increments, units, position, waiter, limits
+            self, now + wait, wait, increments, units, position, waiter, limits, cost
         )
         if bound >= 0:
             reservation.bound_by = limits[bound]
@@ -408,7 +411,10 @@ class Limiter:
         """Replace the reserved cost by the `actual` one: refund the excess as far as the calls
         since allow (see `Reservation`), or charge the debt.
 
-        `actual` may exceed a limit's capacity (the estimate was too low). Only the first
+        `actual` may exceed a limit's capacity (the estimate was too low). Costs by unit are
+        compared unit by unit: a prompt shorter than estimated and an answer longer than
+        reserved charge the answer's excess as a debt and give the prompt's back as far as the
+        calls since allow, though both count on one "tokens" limit. Only the first
         settle or cancel of a reservation counts. A reservation settled more than
         `SETTLE_WITHIN` seconds after the limiter's latest one (and after every call waiting)
         gets nothing back.
@@ -1033,16 +1039,25 @@ class Limiter:
         the rest as a new decision. A limit learned since it was made is left alone."""
         if reservation._limiter is not self:
             raise ValueError(f"{reservation!r} was not made by {self!r}")
+        gained = _gained(reservation._cost, actual)
         while True:  # again if a limit was learned or lapsed meanwhile
             limits = self.limits
             actual_seconds = self._increments(actual, name="actual", check_capacity=False)
+            gains = None
+            if gained is not None:
+                gains = [s * scale for s in self._increments(gained, check_capacity=False)]
             with self._lock:
                 if self.limits is limits:
-                    self._finish_locked(reservation, [s * scale for s in actual_seconds])
+                    self._finish_locked(reservation, [s * scale for s in actual_seconds], gains)
                     return
 
-    def _finish_locked(self, reservation: Reservation, actual: list[float]) -> None:
-        """`_finish`, under the lock, `actual` in seconds of the limits in force."""
+    def _finish_locked(
+        self, reservation: Reservation, actual: list[float], gains: list[float] | None = None
+    ) -> None:
+        """`_finish`, under the lock, `actual` in seconds of the limits in force; `gains`, the
+        seconds of the units that cost more than reserved, when others cost less (see
+        `_gained`): charged as a debt, while what the others over-charged comes back as far
+        as the chains allow. None: each limit's net change is one or the other."""
         reserved: Sequence[float] | None = reservation._increments
         if reserved is None:
             return
@@ -1061,12 +1076,11 @@ class Limiter:
         done = zip(units, actual, intervals, strict=True)
         for index, (unit, seconds, interval) in enumerate(done):
             change = seconds - unit * interval  # NaN on a limit it was not charged to: none
-            if change > 0.0:
-                debts.append(change)
-                continue
-            debts.append(0.0)
-            if change < 0.0 and chains is not None and position >= 0:
-                self._tats[index] = chains[index].refund(position, -change, seconds == 0.0)
+            gain = change if gains is None or change != change else gains[index]
+            debts.append(gain if gain > 0.0 else 0.0)
+            given_back = debts[-1] - change  # NaN on a limit it was not charged to
+            if given_back > 0.0 and chains is not None and position >= 0:
+                self._tats[index] = chains[index].refund(position, given_back, seconds == 0.0)
         if any(debts):
             tats = self._tats[:]
             self._shift_locked(debts)
@@ -1115,6 +1129,27 @@ def _carried(
     value of the same limit, or, for one `made_with` lacks, that of `missing`."""
     by_limit = dict(zip(made_with, values, strict=True))
     return [by_limit.get(limit, other) for limit, other in zip(limits, missing, strict=True)]
+
+
+def _gained(reserved: Cost, actual: Cost) -> dict[str, float] | None:
+    """The units `actual` charges more of than `reserved` did, and by how much, when some other
+    unit costs less (a prompt shorter than estimated, an answer longer than reserved); None
+    otherwise, or when either is a number.
+
+    A provider charged the prompt's real size when it admitted the call: an estimate's excess
+    was in the schedule alone, and comes back only as far as no call since could have used it
+    (see `Reservation`). The answer is a debt charged now, in full. Netted against the excess,
+    the debt would give the excess back past that bound: more than a provider's bucket, which
+    may have filled up and lost refill meanwhile, holds."""
+    if not isinstance(reserved, Mapping) or not isinstance(actual, Mapping):
+        return None
+    before, after = _by_unit("cost", reserved), _by_unit("actual", actual)
+    changes = {unit: after[unit] - before[unit] for unit in UNITS}
+    if "tokens" not in reserved and "tokens" not in actual:
+        del changes["tokens"]  # input + output: counted from their own changes
+    if min(changes.values()) >= 0.0 or max(changes.values()) <= 0.0:
+        return None  # every unit moved one way: the net change of each limit says it all
+    return {unit: change for unit, change in changes.items() if change > 0.0}
 
 
 def _by_unit(name: str, cost: Mapping[str, float]) -> dict[str, float]:

@@ -301,3 +301,24 @@ def test_a_debt_holds_back_no_call_ahead_of_the_ones_it_delays() -> None:
     assert go_times(limiter, [ahead, behind]) == [pytest.approx(0.5), pytest.approx(1.75)]
     calls = [(0.0, [2.0, 30.0]), (0.5, [1.0, 95.0]), (1.75, [1.0, 100.0])]
     assert refused_by([(2, 1), (100, 1)], calls) == 0
+
+
+def test_a_prompt_shorter_than_estimated_comes_back_only_as_far_as_the_provider_holds_it() -> None:
+    """The estimate's 3 extra tokens were in the schedule alone. While the call was out, the
+    provider's bucket filled up and lost refill that the schedule, 3 tokens short of full, went
+    on counting; then a call took almost all of it. The settle charges the answer in full and
+    gives the 3 tokens back only as far as the schedule then lacked: netted against the answer,
+    they came back whole, and the next call went before the provider's bucket held it."""
+    clock = FakeClock()
+    limiter = Limiter([Limit(100, 1, "tokens")], clock=clock)
+    provider = Bucket(100, 1, 0.0)
+    call = limiter.reserve({"input_tokens": 57, "output_tokens": 0})  # no output limit
+    provider.level -= 54  # the provider charges the real prompt
+    clock.advance(0.555)  # the provider is full from 0.54 s, the schedule 1.5 tokens short
+    provider.refill(0.555)
+    limiter.reserve({"input_tokens": 98})
+    provider.level -= 98
+    limiter.settle(call, {"input_tokens": 54, "output_tokens": 30})
+    provider.level -= 30  # the answer, charged when it ends
+    assert limiter.levels()["100/1s tokens"] == pytest.approx(provider.level)
+    assert limiter.wait_time({"input_tokens": 1}) == pytest.approx(provider.wait_for(1))
