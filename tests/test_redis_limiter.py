@@ -249,6 +249,18 @@ def test_a_late_settle_gives_back_nothing_a_later_call_took(redis_url: str) -> N
     assert not limiter.try_acquire({"input_tokens": 900})  # B2: 1,900 in a second otherwise
 
 
+def test_a_settle_compares_a_cost_unit_by_unit_on_redis_as_in_memory(redis_url: str) -> None:
+    """A prompt 3 tokens shorter than estimated, with an answer of 30 that was not reserved:
+    the answer is a debt in full, and the 3 tokens come back only as far as the call queued
+    behind allows, which is not at all. Netted, they came back on Redis as a debt of 27."""
+    limits = [Limit(1000, 1e6, unit="tokens")]  # so slow that real time refills nothing
+    for limiter in (make(redis_url, limits, name=uuid.uuid4().hex), Limiter(limits)):
+        call = limiter.reserve({"input_tokens": 57, "output_tokens": 0})
+        limiter.reserve({"input_tokens": 1000})  # queued behind it, for the whole bucket
+        limiter.settle(call, {"input_tokens": 54, "output_tokens": 30})
+        assert limiter.levels()["1000/1000000s tokens"] == approx(-87, abs=0.01)
+
+
 def test_a_cancelled_reservation_gives_back_nothing_promised_to_one_queued_behind(
     redis_url: str,
 ) -> None:

@@ -44,6 +44,7 @@ from ...limiter import (
     Reservation,
     _amount,
     _check_positive,
+    _gained,
     _max_wait,
 )
 from ._script import GuardedScript, ScriptCall, bulk, fleet_key
@@ -433,7 +434,7 @@ class RedisLimiter(Limiter):
         """Commit `cost` on every limit if the wait for it is at most `max_wait` (see `Limiter`)."""
         units, increments, call, wire = self._reserve_call(cost, max_wait)
         reply = self._script.run(call)
-        return self._granted(self._reserved(units, increments, max_wait, reply, wire))
+        return self._granted(self._reserved(units, increments, max_wait, reply, wire), cost)
 
     def wait_time(self, cost: Cost = 1) -> float:
         """Seconds until `cost` could be taken on every limit (0.0 if now); reserves nothing."""
@@ -447,15 +448,13 @@ class RedisLimiter(Limiter):
     def cancel(self, reservation: Reservation) -> None:
         """Give back what `reservation` charged, as far as the calls since allow; nothing if it
         was cancelled or settled."""
-        call = self._finish_call(reservation, 0)
-        if call is not None:
+        for call in self._finish_calls(reservation, 0):
             self._send(call)
 
     def settle(self, reservation: Reservation, actual: Cost) -> None:
         """Replace the reserved cost by the `actual` one: refund the excess as far as the calls
         since allow, or charge the debt."""
-        call = self._finish_call(reservation, actual)
-        if call is not None:
+        for call in self._finish_calls(reservation, actual):
             self._send(call)
 
     def refund(self, cost: Cost = 1) -> None:
@@ -509,16 +508,14 @@ class RedisLimiter(Limiter):
     async def areserve(self, cost: Cost = 1, max_wait: float = math.inf) -> Reservation:
         units, increments, call, wire = self._reserve_call(cost, max_wait)
         reply = await self._script.arun(call)
-        return self._granted(self._reserved(units, increments, max_wait, reply, wire))
+        return self._granted(self._reserved(units, increments, max_wait, reply, wire), cost)
 
     async def acancel(self, reservation: Reservation) -> None:
-        call = self._finish_call(reservation, 0)
-        if call is not None:
+        for call in self._finish_calls(reservation, 0):
             await self._script.arun(call)
 
     async def asettle(self, reservation: Reservation, actual: Cost) -> None:
-        call = self._finish_call(reservation, actual)
-        if call is not None:
+        for call in self._finish_calls(reservation, actual):
             await self._script.arun(call)
 
     async def arefund(self, cost: Cost = 1) -> None:
@@ -705,26 +702,33 @@ class RedisLimiter(Limiter):
             return wait
         return _Held(self, now + wait, wait, scaled, share, position=position)
 
-    def _granted(self, result: Reservation | float) -> Reservation:
+    def _granted(self, result: Reservation | float, cost: Cost) -> Reservation:
+        """The reservation made, keeping the `cost` asked for (see `Limiter.settle`), or the
+        refusal of a wait too long."""
         if isinstance(result, float):
             raise self._refusal(result)
+        result._cost = cost
         return result
 
-    def _finish_call(self, reservation: Reservation, actual: Cost) -> ScriptCall | None:
+    def _finish_calls(self, reservation: Reservation, actual: Cost) -> tuple[ScriptCall, ...]:
         """Settle `reservation` at the `actual` cost once: in memory if it is held there, else
-        the script call that settles it on Redis (None when there is nothing to do), on the
+        the script calls that settle it on Redis (none when there is nothing to do), on the
         limits it was made on (nothing moves on one that lapsed since). What it over-charged is
         given back in the seconds it was charged at (see `_settlement`), only as far as the
-        calls charged since allow (see `SCRIPT`)."""
+        calls charged since allow (see `SCRIPT`). A cost by unit is compared unit by unit (see
+        `Limiter.settle`): the units that cost less come back so bounded, in a first call, and
+        those that cost more are a debt, in a second."""
         if not isinstance(reservation, _Held) or reservation._limiter is not self:
             raise ValueError(f"{reservation!r} was not made by {self!r}")
         share = reservation.share
         if share is not None:
             self._finish(reservation, actual, 1.0 / share)
-            return None
+            return ()
+        gained = _gained(reservation._cost, actual)
         while True:  # again if a limit was learned or lapsed meanwhile
             limits = self.limits
             seconds = self._increments(actual, name="actual", check_capacity=False)
+            gains = None if gained is None else self._increments(gained, check_capacity=False)
             with self._lock:
                 if self.limits is limits:
                     intervals = self._intervals
@@ -733,13 +737,24 @@ class RedisLimiter(Limiter):
                     break
         units, wire = reservation._units, reservation.wire
         if reserved is None or units is None or wire is None:  # settled, or without a limit
-            return None
-        index = {limit: i for i, limit in enumerate(limits)}
-        changes = [
-            0.0 if i is None else _settlement(charged, unit, seconds[i], intervals[i])
-            for i, charged, unit in zip(map(index.get, wire.limits), reserved, units, strict=True)
+            return ()
+        places = [{limit: i for i, limit in enumerate(limits)}.get(limit) for limit in wire.limits]
+        if gains is None:
+            changes = [
+                0.0 if i is None else _settlement(charged, unit, seconds[i], intervals[i])
+                for i, charged, unit in zip(places, reserved, units, strict=True)
+            ]
+            return (self._args(b"shift", 0.0, changes, slots=reservation.slots, wire=wire),)
+        # the units that cost less, as if the others cost what was reserved; then the others
+        given = [
+            0.0 if i is None else _settlement(charged, unit, seconds[i] - gains[i], intervals[i])
+            for i, charged, unit in zip(places, reserved, units, strict=True)
         ]
-        return self._args(b"shift", 0.0, changes, slots=reservation.slots, wire=wire)
+        debts = [0.0 if i is None else gains[i] for i in places]
+        return (
+            self._args(b"shift", 0.0, given, slots=reservation.slots, wire=wire),
+            self._args(b"shift", 0.0, debts, wire=wire),
+        )
 
     def _refund_call(self, cost: Cost) -> tuple[tuple[float, ...], ScriptCall]:
         while True:  # again if a limit was learned or lapsed meanwhile
