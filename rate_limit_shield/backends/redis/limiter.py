@@ -738,23 +738,19 @@ class RedisLimiter(Limiter):
         units, wire = reservation._units, reservation.wire
         if reserved is None or units is None or wire is None:  # settled, or without a limit
             return ()
-        places = [{limit: i for i, limit in enumerate(limits)}.get(limit) for limit in wire.limits]
-        if gains is None:
-            changes = [
-                0.0 if i is None else _settlement(charged, unit, seconds[i], intervals[i])
-                for i, charged, unit in zip(places, reserved, units, strict=True)
-            ]
-            return (self._args(b"shift", 0.0, changes, slots=reservation.slots, wire=wire),)
-        # the units that cost less, as if the others cost what was reserved; then the others
+        index = {limit: i for i, limit in enumerate(limits)}
+        places = [index.get(limit) for limit in wire.limits]
+        # The units that cost less, as if the others cost what was reserved; then the others.
+        owed = gains if gains is not None else (0.0,) * len(seconds)
         given = [
-            0.0 if i is None else _settlement(charged, unit, seconds[i] - gains[i], intervals[i])
+            0.0 if i is None else _settlement(charged, unit, seconds[i] - owed[i], intervals[i])
             for i, charged, unit in zip(places, reserved, units, strict=True)
         ]
+        settle = self._args(b"shift", 0.0, given, slots=reservation.slots, wire=wire)
+        if gains is None:
+            return (settle,)
         debts = [0.0 if i is None else gains[i] for i in places]
-        return (
-            self._args(b"shift", 0.0, given, slots=reservation.slots, wire=wire),
-            self._args(b"shift", 0.0, debts, wire=wire),
-        )
+        return settle, self._args(b"shift", 0.0, debts, wire=wire)
 
     def _refund_call(self, cost: Cost) -> tuple[tuple[float, ...], ScriptCall]:
         while True:  # again if a limit was learned or lapsed meanwhile
